@@ -1,0 +1,96 @@
+// Bindings: ClipConfig, ClipModel, load_clip, Tokenizer.
+#include <torch/extension.h>
+
+#include "lake/clip_model.h"
+#include "lake/tokenizer.h"
+
+namespace py = pybind11;
+
+namespace lake::bindings {
+
+c10::ScalarType parse_dtype(const std::string& s) {
+  if (s == "float32" || s == "float") return c10::kFloat;
+  if (s == "float16" || s == "half") return c10::kHalf;
+  if (s == "bfloat16") return c10::kBFloat16;
+  if (s == "float64" || s == "double") return c10::kDouble;
+  TORCH_CHECK_VALUE(false, "unknown dtype '", s, "': expected float32, float16, bfloat16 or float64");
+}
+
+void bind_clip(py::module_& m) {
+  py::class_<ClipConfig>(m, "ClipConfig")
+      .def_readonly("image_size", &ClipConfig::image_size)
+      .def_readonly("patch_size", &ClipConfig::patch_size)
+      .def_readonly("vision_width", &ClipConfig::vision_width)
+      .def_readonly("vision_layers", &ClipConfig::vision_layers)
+      .def_readonly("vision_heads", &ClipConfig::vision_heads)
+      .def_readonly("embed_dim", &ClipConfig::embed_dim)
+      .def_readonly("context_length", &ClipConfig::context_length)
+      .def_readonly("vocab_size", &ClipConfig::vocab_size)
+      .def_readonly("text_width", &ClipConfig::text_width)
+      .def_readonly("text_layers", &ClipConfig::text_layers)
+      .def_readonly("text_heads", &ClipConfig::text_heads)
+      .def_property_readonly("grid_size", &ClipConfig::grid_size)
+      .def_property_readonly("has_text", &ClipConfig::has_text)
+      .def_property_readonly("activation", [](const ClipConfig& c) { return to_string(c.activation); })
+      .def_property_readonly("archive_kind", [](const ClipConfig& c) { return to_string(c.archive_kind); })
+      .def_property_readonly("image_mean", [](const ClipConfig& c) {
+        return std::vector<float>(c.image_mean, c.image_mean + 3);
+      })
+      .def_property_readonly("image_std", [](const ClipConfig& c) {
+        return std::vector<float>(c.image_std, c.image_std + 3);
+      })
+      .def("__repr__", &ClipConfig::describe);
+
+  py::class_<Tokenizer, std::shared_ptr<Tokenizer>>(m, "Tokenizer")
+      .def_static("from_file", [](const std::string& p) { return std::make_shared<Tokenizer>(Tokenizer::from_file(p)); },
+                  py::arg("path"))
+      .def_static("from_bytes",
+                  [](const py::bytes& b, const std::string& source) {
+                    return std::make_shared<Tokenizer>(Tokenizer::from_bytes(std::string(b), source));
+                  },
+                  py::arg("data"), py::arg("source") = "<memory>")
+      .def("encode", &Tokenizer::encode, py::arg("text"), py::call_guard<py::gil_scoped_release>())
+      .def("decode", &Tokenizer::decode, py::arg("ids"))
+      .def("tokenize",
+           [](const Tokenizer& t, const std::vector<std::string>& texts, int64_t context_length, bool truncate) {
+             return t.tokenize(texts, context_length, truncate);
+           },
+           py::arg("texts"), py::arg("context_length") = 77,
+           py::arg("truncate") = true, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("sot_token", &Tokenizer::sot_token)
+      .def_property_readonly("eot_token", &Tokenizer::eot_token)
+      .def_property_readonly("vocab_size", &Tokenizer::vocab_size);
+
+  py::class_<ClipModel>(m, "ClipModel")
+      .def_property_readonly("config", &ClipModel::config, py::return_value_policy::reference_internal)
+      .def_property_readonly("device", [](const ClipModel& c) { return c.device().str(); })
+      .def_property_readonly("dtype", [](const ClipModel& c) { return std::string(c10::toString(c.dtype())); })
+      .def_property_readonly("path", &ClipModel::path)
+      .def("encode_image", &ClipModel::encode_image, py::arg("images"), py::call_guard<py::gil_scoped_release>())
+      .def("encode_text", &ClipModel::encode_text, py::arg("tokens"), py::call_guard<py::gil_scoped_release>())
+      .def("positional_embedding", &ClipModel::positional_embedding, py::arg("grid_h"), py::arg("grid_w"))
+      .def("tokenizer", [](const ClipModel& c) { return std::const_pointer_cast<Tokenizer>(c.tokenizer()); })
+      .def("parameter_names", &ClipModel::parameter_names)
+      .def("parameter", &ClipModel::parameter, py::arg("name"))
+      .def("fingerprint", &ClipModel::fingerprint, py::call_guard<py::gil_scoped_release>())
+      .def("__repr__", [](const ClipModel& c) { return "ClipModel('" + c.path() + "', " + c.config().describe() + ")"; });
+
+  m.def(
+      "load_clip",
+      [](const std::string& path, const std::string& device, const std::optional<std::string>& activation,
+         const std::string& dtype, int64_t vision_heads, int64_t text_heads, bool load_text) {
+        LoadOptions o;
+        o.device = c10::Device(device);
+        o.dtype = parse_dtype(dtype);
+        if (activation) o.activation = parse_activation(*activation);
+        o.vision_heads = vision_heads;
+        o.text_heads = text_heads;
+        o.load_text = load_text;
+        py::gil_scoped_release release;
+        return load_clip(path, o);
+      },
+      py::arg("path"), py::arg("device") = "cpu", py::arg("activation") = py::none(), py::arg("dtype") = "float32",
+      py::arg("vision_heads") = 0, py::arg("text_heads") = 0, py::arg("load_text") = true);
+}
+
+}  // namespace lake::bindings

@@ -1,0 +1,12 @@
+# CUDA kernels (issue: performance). For now: decide whether the CUDA part is on.
+set(LAKE_CUDA_ENABLED OFF)
+if(LAKE_WITH_CUDA STREQUAL "AUTO" OR LAKE_WITH_CUDA)
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER AND TARGET torch_cuda OR CMAKE_CUDA_COMPILER AND TORCH_CUDA_LIBRARIES)
+    set(LAKE_CUDA_ENABLED ON)
+  elseif(LAKE_WITH_CUDA AND NOT LAKE_WITH_CUDA STREQUAL "AUTO")
+    message(FATAL_ERROR "LAKE_WITH_CUDA=ON but nvcc or a CUDA-enabled LibTorch was not found")
+  endif()
+endif()
+message(STATUS "LAKE: CUDA kernels ${LAKE_CUDA_ENABLED}")

@@ -1,0 +1,9 @@
+#pragma once
+// LAKE: Latent Anomaly Knowledge Excavation. The umbrella header: the whole public API.
+
+#include "lake/version.h"
+#include "lake/runtime.h"
+#include "lake/clip_config.h"
+#include "lake/tokenizer.h"
+#include "lake/clip_model.h"
+#include "lake/neuron_probe.h"

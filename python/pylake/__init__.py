@@ -1,0 +1,37 @@
+"""pylake: LAKE (Latent Anomaly Knowledge Excavation) from Python.
+
+Training-free few-shot anomaly detection with the sparse "sensitive neurons" of a frozen
+CLIP image encoder. This package wraps the C++ library ``liblake``:
+
+>>> import pylake
+>>> model = pylake.load_clip("ViT-L-14-336.pt")            # OpenAI archive, state dict or LAKE export
+>>> emb = model.encode_image(images)                       # (B, 3, H, W) float32 -> (B, E)
+>>> probe = pylake.NeuronProbe(model, layers=[6, 12, 18, 24])
+>>> taps = probe(images)
+>>> taps.activations[12].shape                              # (B, N, D) patch tokens after block 12
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (loads LibTorch before the extension)
+
+from . import _C
+from ._clip import ClipModel, load_clip
+from ._probe import NeuronProbe, ProbeResult
+from ._tokenize import Tokenizer, default_vocabulary_path, tokenize
+
+__version__ = _C.__version__
+set_num_threads = _C.set_num_threads
+get_num_threads = _C.get_num_threads
+
+__all__ = [
+    "ClipModel",
+    "NeuronProbe",
+    "ProbeResult",
+    "Tokenizer",
+    "default_vocabulary_path",
+    "get_num_threads",
+    "load_clip",
+    "set_num_threads",
+    "tokenize",
+]

@@ -1,0 +1,79 @@
+"""Loading CLIP archives: the Python face of ``lake::load_clip``."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import torch
+
+from . import _C
+
+ClipModel = _C.ClipModel
+ClipModel.__doc__ = """A CLIP ViT loaded by LAKE (weights shared between copies).
+
+Attributes:
+    config: hyper-parameters inferred from the archive (``image_size``, ``patch_size``,
+        ``vision_width``, ``vision_layers``, ``vision_heads``, ``embed_dim``,
+        ``context_length``, ``vocab_size``, ``text_width``, ``text_layers``,
+        ``text_heads``, ``activation``, ``archive_kind``, ``image_mean``, ``image_std``).
+
+Methods:
+    encode_image(images): ``(B, 3, H, W)`` floating CLIP-normalised images, H and W
+        multiples of the patch size -> ``(B, embed_dim)`` embeddings (not normalised).
+    encode_text(tokens): ``(T, L)`` int64 token ids (``pylake.tokenize``) -> ``(T, embed_dim)``.
+    tokenizer(): the BPE vocabulary embedded in a LAKE export, else ``None``.
+    fingerprint(): 16 hex digits identifying the weights.
+"""
+
+_DTYPES = {
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.float64: "float64",
+}
+
+
+def load_clip(
+    path: Union[str, os.PathLike],
+    device: Union[str, torch.device] = "cpu",
+    activation: Optional[str] = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    vision_heads: int = 0,
+    text_heads: int = 0,
+    load_text: bool = True,
+) -> ClipModel:
+    """Load a CLIP ViT from ``path``.
+
+    Accepted files: OpenAI's released TorchScript archives (fp16 weights are converted
+    to ``dtype``), a ``torch.save(state_dict)`` in the OpenAI / OpenCLIP naming (also an
+    OpenCLIP training checkpoint with a ``"state_dict"`` entry), and LAKE's own export
+    (``python -m pylake.export``). Every hyper-parameter is inferred from the parameter
+    shapes.
+
+    Args:
+        path: the archive.
+        device: where the weights live and the forward runs (``"cpu"``, ``"cuda:0"``).
+        activation: ``"quick_gelu"`` or ``"gelu"`` to override what the archive says
+            (or, for a bare state dict, the OpenAI default ``quick_gelu``).
+        dtype: compute dtype (float32; float16/bfloat16 on CUDA).
+        vision_heads, text_heads: override the head counts (0: width / 64 as in CLIP).
+        load_text: also load the text tower.
+
+    Raises:
+        ValueError: missing file, not an archive, missing or misshapen parameters,
+            a ResNet CLIP; the message names the file and what was expected.
+        RuntimeError: a truncated or corrupted archive.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"load_clip: dtype must be one of {sorted(map(str, _DTYPES))}, got {dtype}")
+    return _C.load_clip(
+        os.fspath(path),
+        str(torch.device(device)),
+        activation,
+        _DTYPES[dtype],
+        int(vision_heads),
+        int(text_heads),
+        bool(load_text),
+    )

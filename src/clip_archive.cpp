@@ -1,0 +1,180 @@
+// Reads CLIP archives: OpenAI TorchScript, torch.save(state_dict), LAKE exports.
+
+#include "detail/clip_archive.h"
+#include "detail/torch_pickle.h"
+
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/import.h>
+#include <torch/script.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace lake::detail {
+namespace {
+
+using lake::detail::PyValue;
+using lake::detail::PyValuePtr;
+
+constexpr const char* kLakeConfigFile = "lake_config.txt";
+constexpr const char* kLakeVocabFile = "lake_vocab.txt.gz";
+
+std::string read_prefix(const std::string& path, size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in.good(), "CLIP archive '", path, "' could not be opened for reading");
+  std::string buf(n, '\0');
+  in.read(&buf[0], static_cast<std::streamsize>(n));
+  buf.resize(static_cast<size_t>(in.gcount()));
+  return buf;
+}
+
+bool file_exists(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return in.good();
+}
+
+// A zip archive's records, opened once; wraps the reader's errors with the path.
+std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_zip(const std::string& path) {
+  try {
+    return std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "CLIP archive '", path,
+                "' is not a readable zip archive (truncated or corrupted?): ",
+                e.what_without_backtrace());
+  }
+}
+
+// TorchScript code records mention QuickGELU's constant 1.702, or aten::gelu.
+std::optional<Activation> activation_from_code(caffe2::serialize::PyTorchStreamReader& zip) {
+  bool quick = false, gelu = false;
+  for (const auto& name : zip.getAllRecords()) {
+    if (name.rfind("code/", 0) != 0 || name.size() < 3 || name.substr(name.size() - 3) != ".py") continue;
+    auto [data, size] = zip.getRecord(name);
+    std::string code(static_cast<const char*>(data.get()), size);
+    quick = quick || code.find("1.702") != std::string::npos;
+    gelu = gelu || code.find("torch.gelu(") != std::string::npos;
+  }
+  if (quick) return Activation::QuickGELU;
+  if (gelu) return Activation::GELU;
+  return std::nullopt;
+}
+
+void collect_module_tensors(const torch::jit::Module& module, RawArchive& out) {
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) out.tensors[p.name] = p.value;
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) {
+    if (!out.tensors.count(b.name)) out.tensors[b.name] = b.value;
+  }
+}
+
+void read_torchscript(const std::string& path, caffe2::serialize::PyTorchStreamReader& zip,
+                      RawArchive& out) {
+  const bool has_lake_config = zip.hasRecord(std::string("extra/") + kLakeConfigFile);
+  torch::jit::ExtraFilesMap extra;
+  if (has_lake_config) {
+    extra[kLakeConfigFile] = "";
+    extra[kLakeVocabFile] = "";
+  }
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, c10::Device(c10::kCPU), extra);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "CLIP archive '", path, "' is a TorchScript archive that could not be loaded: ",
+                e.what_without_backtrace());
+  }
+  collect_module_tensors(module, out);
+  if (has_lake_config) {
+    out.kind = ArchiveKind::LakeExport;
+    out.lake_config = parse_key_values(extra[kLakeConfigFile], path + ":" + kLakeConfigFile);
+    out.vocabulary = extra[kLakeVocabFile];
+    auto fmt = out.lake_config.find("format");
+    TORCH_CHECK(fmt != out.lake_config.end() && fmt->second == "lake-clip", "CLIP archive '", path,
+                "': ", kLakeConfigFile, " does not say format=lake-clip");
+    auto ver = out.lake_config.find("format_version");
+    TORCH_CHECK(ver != out.lake_config.end(), "CLIP archive '", path, "': ", kLakeConfigFile,
+                " has no format_version");
+    TORCH_CHECK(ver->second == "1", "CLIP archive '", path, "' is a LAKE export of format version ",
+                ver->second, "; this build of LAKE reads version 1 (upgrade LAKE)");
+    auto act = out.lake_config.find("activation");
+    if (act != out.lake_config.end()) out.activation_hint = parse_activation(act->second);
+  } else {
+    out.kind = ArchiveKind::OpenAIJit;
+    out.activation_hint = activation_from_code(zip);
+  }
+}
+
+void read_state_dict(const std::string& path, RawArchive& out) {
+  PyValuePtr value;
+  try {
+    value = read_torch_save(path);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "CLIP archive ", e.what_without_backtrace());
+  }
+  TORCH_CHECK_VALUE(value->kind == PyValue::Kind::Dict, "CLIP archive '", path,
+                    "' holds a pickled ", value->kind == PyValue::Kind::Object ? value->s : "non-dict value",
+                    ", expected a state dict (a dict of parameter name -> tensor)");
+  // OpenCLIP training checkpoints wrap the state dict: {"epoch": .., "state_dict": {...}}.
+  for (const auto& [key, val] : value->dict) {
+    if (key->kind == PyValue::Kind::Str && key->s == "state_dict" && val->kind == PyValue::Kind::Dict) {
+      value = val;
+      break;
+    }
+  }
+  for (const auto& [key, val] : value->dict) {
+    if (key->kind != PyValue::Kind::Str || val->kind != PyValue::Kind::Tensor) continue;
+    std::string name = key->s;
+    if (name.rfind("module.", 0) == 0) name = name.substr(7);  // DataParallel / DDP prefix
+    out.tensors[name] = val->tensor;
+  }
+  TORCH_CHECK_VALUE(!out.tensors.empty(), "CLIP archive '", path,
+                    "' is a torch.save file without any named tensors; expected a CLIP state dict");
+  out.kind = ArchiveKind::StateDict;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> parse_key_values(const std::string& text, const std::string& source) {
+  std::map<std::string, std::string> out;
+  std::istringstream lines(text);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(lines, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    auto eq = line.find('=');
+    TORCH_CHECK(eq != std::string::npos && eq > 0, source, " line ", lineno,
+                ": expected 'key=value', got '", line, "'");
+    out[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return out;
+}
+
+RawArchive read_archive(const std::string& path) {
+  TORCH_CHECK_VALUE(!path.empty(), "CLIP archive path is empty");
+  TORCH_CHECK_VALUE(file_exists(path), "CLIP archive '", path, "' does not exist or is not readable");
+  const std::string head = read_prefix(path, 4);
+  if (head.size() >= 2 && static_cast<unsigned char>(head[0]) == 0x80) {
+    TORCH_CHECK_VALUE(false, "CLIP archive '", path,
+                      "' is a legacy (pre-zip) torch.save pickle; re-save it with a current torch.save "
+                      "(the default zip format) or export it with `python -m pylake.export`");
+  }
+  TORCH_CHECK_VALUE(head.size() == 4 && std::memcmp(head.data(), "PK\x03\x04", 4) == 0, "CLIP archive '",
+                    path, "' is not a TorchScript archive or torch.save file (expected a zip archive, "
+                    "the file starts with ", head.size(), " bytes that are not a zip header)");
+  auto zip = open_zip(path);
+  RawArchive out;
+  if (zip->hasRecord("constants.pkl") || zip->hasRecord("code/__torch__.py")) {
+    read_torchscript(path, *zip, out);
+  } else if (zip->hasRecord("data.pkl")) {
+    zip.reset();
+    read_state_dict(path, out);
+  } else {
+    TORCH_CHECK_VALUE(false, "CLIP archive '", path,
+                      "' is a zip file but neither a TorchScript archive (no constants.pkl) nor a "
+                      "torch.save file (no data.pkl)");
+  }
+  return out;
+}
+
+}  // namespace lake::detail

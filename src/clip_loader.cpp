@@ -1,0 +1,293 @@
+// Interprets an archive's tensors as a CLIP ViT: infers the architecture from the
+// parameter shapes (as CLIP's build_model does), validates every shape, converts.
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cctype>
+#include <sstream>
+
+#include "detail/clip_archive.h"
+#include "detail/clip_impl.h"
+
+namespace lake {
+
+std::string to_string(Activation a) { return a == Activation::GELU ? "gelu" : "quick_gelu"; }
+
+Activation parse_activation(const std::string& name) {
+  std::string s;
+  for (char c : name) s.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  if (s == "quick_gelu" || s == "quickgelu") return Activation::QuickGELU;
+  if (s == "gelu") return Activation::GELU;
+  TORCH_CHECK_VALUE(false, "unknown activation '", name, "': expected 'quick_gelu' or 'gelu'");
+}
+
+std::string to_string(ArchiveKind k) {
+  switch (k) {
+    case ArchiveKind::OpenAIJit: return "openai_jit";
+    case ArchiveKind::StateDict: return "state_dict";
+    case ArchiveKind::LakeExport: return "lake_export";
+  }
+  return "unknown";
+}
+
+std::string ClipConfig::describe() const {
+  std::ostringstream os;
+  os << "ViT(image " << image_size << ", patch " << patch_size << ", width " << vision_width << ", layers "
+     << vision_layers << ", heads " << vision_heads << ", embed " << embed_dim;
+  if (has_text()) os << ", text width " << text_width << " layers " << text_layers;
+  os << ", " << to_string(activation) << ", " << to_string(archive_kind) << ")";
+  return os.str();
+}
+
+namespace {
+
+using detail::BlockWeights;
+using detail::RawArchive;
+
+struct Reader {
+  const RawArchive& raw;
+  const std::string& path;
+
+  bool has(const std::string& name) const { return raw.tensors.count(name) > 0; }
+
+  const at::Tensor& get(const std::string& name) const {
+    auto it = raw.tensors.find(name);
+    TORCH_CHECK_VALUE(it != raw.tensors.end(), "CLIP archive '", path, "' is missing parameter '", name, "'");
+    return it->second;
+  }
+
+  // The tensor `name` with exactly `shape`.
+  const at::Tensor& get(const std::string& name, std::vector<int64_t> shape) const {
+    const at::Tensor& t = get(name);
+    TORCH_CHECK_VALUE(t.sizes().vec() == shape, "CLIP archive '", path, "': parameter '", name, "' has shape ",
+                      t.sizes(), ", expected ", at::IntArrayRef(shape));
+    TORCH_CHECK_VALUE(at::isFloatingType(t.scalar_type()), "CLIP archive '", path, "': parameter '", name,
+                      "' has dtype ", t.scalar_type(), ", expected a floating-point tensor");
+    return t;
+  }
+
+  int64_t count_blocks(const std::string& prefix) const {
+    int64_t n = 0;
+    while (has(prefix + std::to_string(n) + ".attn.in_proj_weight")) ++n;
+    return n;
+  }
+
+  std::string some_keys() const {
+    std::ostringstream os;
+    int i = 0;
+    for (const auto& kv : raw.tensors) {
+      if (i++ == 6) { os << ", ..."; break; }
+      os << (i > 1 ? ", " : "") << "'" << kv.first << "'";
+    }
+    return os.str();
+  }
+
+  bool any_key_starts_with(const std::string& prefix) const {
+    auto it = raw.tensors.lower_bound(prefix);
+    return it != raw.tensors.end() && it->first.rfind(prefix, 0) == 0;
+  }
+};
+
+// Rejects what is not a CLIP ViT in the OpenAI layout, naming what was found.
+void check_is_vit(const Reader& r) {
+  TORCH_CHECK_VALUE(!(r.any_key_starts_with("visual.layer1.") || r.any_key_starts_with("visual.attnpool.")),
+                    "CLIP archive '", r.path, "' is a ResNet CLIP (found 'visual.layer1.*' / 'visual.attnpool.*'); "
+                    "LAKE needs a ViT image tower (e.g. ViT-B/16, ViT-L/14)");
+  TORCH_CHECK_VALUE(!r.any_key_starts_with("visual.trunk."), "CLIP archive '", r.path,
+                    "' has a timm image tower ('visual.trunk.*'); LAKE reads the OpenAI CLIP ViT layout");
+  TORCH_CHECK_VALUE(!r.any_key_starts_with("visual.attn_pool."), "CLIP archive '", r.path,
+                    "' uses attentional pooling ('visual.attn_pool.*'), which LAKE does not support");
+  TORCH_CHECK_VALUE(r.has("visual.conv1.weight"), "CLIP archive '", r.path,
+                    "' is not a CLIP ViT: no 'visual.conv1.weight' (found ", r.raw.tensors.size(),
+                    " tensors: ", r.some_keys(), ")");
+}
+
+// Every tensor under a block prefix must be one we read: anything else (layer scale,
+// extra norms) is a variant whose forward we would silently get wrong.
+void check_block_keys(const Reader& r, const std::string& prefix, int64_t n) {
+  static const char* known[] = {"ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias",
+                                "attn.out_proj.weight", "attn.out_proj.bias", "ln_2.weight", "ln_2.bias",
+                                "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
+                                "attn_mask"};
+  for (auto it = r.raw.tensors.lower_bound(prefix); it != r.raw.tensors.end(); ++it) {
+    if (it->first.rfind(prefix, 0) != 0) break;
+    std::string rest = it->first.substr(prefix.size());
+    auto dot = rest.find('.');
+    std::string index = rest.substr(0, dot), leaf = dot == std::string::npos ? "" : rest.substr(dot + 1);
+    bool ok = std::find(std::begin(known), std::end(known), leaf) != std::end(known);
+    TORCH_CHECK_VALUE(ok, "CLIP archive '", r.path, "' has an unsupported block parameter '", it->first,
+                      "' (LAKE reads the standard OpenAI CLIP residual attention block)");
+    TORCH_CHECK_VALUE(!index.empty() && std::all_of(index.begin(), index.end(), ::isdigit) && std::stoll(index) < n,
+                      "CLIP archive '", r.path, "': parameter '", it->first, "' does not belong to blocks 0..",
+                      n - 1, " (is 'attn.in_proj_weight' missing from a block?)");
+  }
+}
+
+std::vector<BlockWeights> read_blocks(const Reader& r, const std::string& prefix, int64_t n, int64_t w) {
+  check_block_keys(r, prefix, n);
+  std::vector<BlockWeights> blocks;
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string p = prefix + std::to_string(i) + ".";
+    BlockWeights b;
+    b.ln1_w = r.get(p + "ln_1.weight", {w});
+    b.ln1_b = r.get(p + "ln_1.bias", {w});
+    b.qkv_w = r.get(p + "attn.in_proj_weight", {3 * w, w});
+    b.qkv_b = r.get(p + "attn.in_proj_bias", {3 * w});
+    b.out_w = r.get(p + "attn.out_proj.weight", {w, w});
+    b.out_b = r.get(p + "attn.out_proj.bias", {w});
+    b.ln2_w = r.get(p + "ln_2.weight", {w});
+    b.ln2_b = r.get(p + "ln_2.bias", {w});
+    b.fc_w = r.get(p + "mlp.c_fc.weight", {4 * w, w});
+    b.fc_b = r.get(p + "mlp.c_fc.bias", {4 * w});
+    b.proj_w = r.get(p + "mlp.c_proj.weight", {w, 4 * w});
+    b.proj_b = r.get(p + "mlp.c_proj.bias", {w});
+    blocks.push_back(std::move(b));
+  }
+  return blocks;
+}
+
+int64_t config_int(const RawArchive& raw, const std::string& key, const std::string& path) {
+  auto it = raw.lake_config.find(key);
+  if (it == raw.lake_config.end()) return 0;
+  try {
+    return std::stoll(it->second);
+  } catch (const std::exception&) {
+    TORCH_CHECK_VALUE(false, "CLIP archive '", path, "': lake_config.txt has ", key, "=", it->second,
+                      ", expected an integer");
+  }
+}
+
+int64_t choose_heads(int64_t override_heads, int64_t recorded, int64_t width, const char* tower,
+                     const std::string& path) {
+  int64_t heads = override_heads > 0 ? override_heads : recorded > 0 ? recorded : width / 64;
+  TORCH_CHECK_VALUE(heads > 0 && width % heads == 0, "CLIP archive '", path, "': ", tower, " width ", width,
+                    " is not divisible into ", heads, " attention heads");
+  return heads;
+}
+
+// OpenCLIP configurations known to use GELU, recognisable from their shapes alone.
+bool known_gelu_shape(const ClipConfig& c) {
+  return c.vision_width == 896 && c.patch_size == 16 && c.image_size == 240;  // ViT-B-16-plus-240
+}
+
+Activation choose_activation(const RawArchive& raw, const ClipConfig& c, const LoadOptions& o,
+                             const std::string& path) {
+  if (o.activation) return *o.activation;
+  if (raw.activation_hint) return *raw.activation_hint;
+  if (known_gelu_shape(c)) return Activation::GELU;
+  if (raw.kind == ArchiveKind::StateDict) {
+    TORCH_WARN_ONCE("CLIP archive '", path, "' does not record its MLP activation; assuming quick_gelu "
+                    "(OpenAI CLIP). Pass activation='gelu' for OpenCLIP models trained with GELU.");
+  }
+  return Activation::QuickGELU;
+}
+
+at::Tensor convert(const at::Tensor& t, const LoadOptions& o) {
+  return t.detach().to(o.device, o.dtype).contiguous();
+}
+
+}  // namespace
+
+ClipModel load_clip(const std::string& path, const LoadOptions& options) {
+  TORCH_CHECK_VALUE(options.dtype == c10::kFloat || options.dtype == c10::kHalf ||
+                        options.dtype == c10::kBFloat16 || options.dtype == c10::kDouble,
+                    "load_clip: dtype must be float32, float16, bfloat16 or float64, got ", options.dtype);
+  RawArchive raw = detail::read_archive(path);
+  // Convert the floating-point tensors once, in place (the image tower always, the
+  // text tower when asked for); integer entries (OpenAI's input_resolution, ...) stay.
+  for (auto it = raw.tensors.begin(); it != raw.tensors.end();) {
+    const bool visual = it->first.rfind("visual.", 0) == 0;
+    if (!visual && !options.load_text) {
+      it = raw.tensors.erase(it);
+      continue;
+    }
+    if (at::isFloatingType(it->second.scalar_type())) it->second = convert(it->second, options);
+    ++it;
+  }
+  Reader r{raw, path};
+  check_is_vit(r);
+
+  auto impl = std::make_shared<ClipModel::Impl>();
+  ClipConfig& c = impl->config;
+  c.archive_kind = raw.kind;
+  const at::Tensor& conv1 = r.get("visual.conv1.weight");
+  TORCH_CHECK_VALUE(conv1.dim() == 4 && conv1.size(1) == 3 && conv1.size(2) == conv1.size(3), "CLIP archive '",
+                    path, "': 'visual.conv1.weight' has shape ", conv1.sizes(), ", expected (width, 3, patch, patch)");
+  const int64_t w = conv1.size(0);
+  c.vision_width = w;
+  c.patch_size = conv1.size(2);
+  c.vision_layers = r.count_blocks("visual.transformer.resblocks.");
+  TORCH_CHECK_VALUE(c.vision_layers > 0, "CLIP archive '", path,
+                    "' has no image-tower blocks ('visual.transformer.resblocks.0.attn.in_proj_weight')");
+  const at::Tensor& pos = r.get("visual.positional_embedding");
+  TORCH_CHECK_VALUE(pos.dim() == 2 && pos.size(1) == w, "CLIP archive '", path,
+                    "': 'visual.positional_embedding' has shape ", pos.sizes(), ", expected (1 + grid^2, ", w, ")");
+  const int64_t grid = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(pos.size(0) - 1))));
+  TORCH_CHECK_VALUE(grid > 0 && grid * grid + 1 == pos.size(0), "CLIP archive '", path,
+                    "': 'visual.positional_embedding' has ", pos.size(0), " rows, expected 1 + a square grid");
+  c.image_size = grid * c.patch_size;
+  const at::Tensor& vproj = r.get("visual.proj");
+  TORCH_CHECK_VALUE(vproj.dim() == 2 && vproj.size(0) == w, "CLIP archive '", path, "': 'visual.proj' has shape ",
+                    vproj.sizes(), ", expected (", w, ", embed_dim)");
+  c.embed_dim = vproj.size(1);
+  c.vision_heads = choose_heads(options.vision_heads, config_int(raw, "vision_heads", path), w, "image tower", path);
+
+  impl->conv1_w = r.get("visual.conv1.weight", {w, 3, c.patch_size, c.patch_size});
+  impl->class_emb = r.get("visual.class_embedding", {w});
+  impl->pos_emb = r.get("visual.positional_embedding", {grid * grid + 1, w});
+  impl->ln_pre_w = r.get("visual.ln_pre.weight", {w});
+  impl->ln_pre_b = r.get("visual.ln_pre.bias", {w});
+  impl->ln_post_w = r.get("visual.ln_post.weight", {w});
+  impl->ln_post_b = r.get("visual.ln_post.bias", {w});
+  impl->visual_proj = r.get("visual.proj", {w, c.embed_dim});
+  impl->visual_blocks = read_blocks(r, "visual.transformer.resblocks.", c.vision_layers, w);
+
+  if (options.load_text && r.has("token_embedding.weight")) {
+    const at::Tensor& tok = r.get("token_embedding.weight");
+    TORCH_CHECK_VALUE(tok.dim() == 2, "CLIP archive '", path, "': 'token_embedding.weight' has shape ",
+                      tok.sizes(), ", expected (vocab_size, width)");
+    const int64_t tw = tok.size(1);
+    c.vocab_size = tok.size(0);
+    c.text_width = tw;
+    c.context_length = r.get("positional_embedding").size(0);
+    c.text_layers = r.count_blocks("transformer.resblocks.");
+    TORCH_CHECK_VALUE(c.text_layers > 0, "CLIP archive '", path,
+                      "' has a token embedding but no text blocks ('transformer.resblocks.0.attn.in_proj_weight')");
+    c.text_heads = choose_heads(options.text_heads, config_int(raw, "text_heads", path), tw, "text tower", path);
+    impl->token_emb = r.get("token_embedding.weight", {c.vocab_size, tw});
+    impl->text_pos = r.get("positional_embedding", {c.context_length, tw});
+    impl->ln_final_w = r.get("ln_final.weight", {tw});
+    impl->ln_final_b = r.get("ln_final.bias", {tw});
+    impl->text_proj = r.get("text_projection", {tw, c.embed_dim});
+    impl->text_blocks = read_blocks(r, "transformer.resblocks.", c.text_layers, tw);
+  }
+  c.activation = choose_activation(raw, c, options, path);
+
+  // Normalisation constants recorded by an export ("mean=a,b,c").
+  for (auto [key, dst] : {std::pair<const char*, float*>{"mean", c.image_mean}, {"std", c.image_std}}) {
+    auto it = raw.lake_config.find(key);
+    if (it == raw.lake_config.end()) continue;
+    std::istringstream is(it->second);
+    std::string part;
+    int i = 0;
+    while (std::getline(is, part, ',') && i < 3) dst[i++] = std::stof(part);
+    TORCH_CHECK_VALUE(i == 3, "CLIP archive '", path, "': lake_config.txt ", key, "=", it->second,
+                      " must hold three comma-separated numbers");
+  }
+
+  // A flat view of the parameters (shared storage with the per-block fields).
+  for (const auto& kv : raw.tensors) {
+    if (!at::isFloatingType(kv.second.scalar_type())) continue;
+    if (kv.first.find("attn_mask") != std::string::npos) continue;
+    impl->params[kv.first] = kv.second;
+  }
+  impl->path = path;
+  impl->device = options.device;
+  impl->dtype = options.dtype;
+  if (!raw.vocabulary.empty())
+    impl->tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_bytes(raw.vocabulary, path + ":lake_vocab.txt.gz"));
+  return ClipModel(std::move(impl));
+}
+
+}  // namespace lake

@@ -1,0 +1,220 @@
+// The CLIP forward pass: image tower with taps, text tower. Equal to OpenAI's /
+// OpenCLIP's forward on the same weights (tests/python/test_fidelity.py).
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstring>
+#include <iomanip>
+#include <sstream>
+
+#include "detail/clip_impl.h"
+
+namespace lake {
+namespace {
+
+using detail::BlockWeights;
+
+constexpr double kLayerNormEps = 1e-5;
+
+at::Tensor activation(const at::Tensor& x, Activation a) {
+  if (a == Activation::GELU) return at::gelu(x);
+  return x * at::sigmoid(x * 1.702);
+}
+
+// Multi-head self-attention of the OpenAI block, batch-first: (B, S, W) -> (B, S, W).
+at::Tensor attention(const at::Tensor& x, const BlockWeights& b, int64_t heads, bool causal) {
+  const int64_t B = x.size(0), S = x.size(1), W = x.size(2);
+  auto qkv = at::linear(x, b.qkv_w, b.qkv_b).view({B, S, 3, heads, W / heads}).permute({2, 0, 3, 1, 4});
+  auto o = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                            /*is_causal=*/causal);
+  return at::linear(o.transpose(1, 2).reshape({B, S, W}), b.out_w, b.out_b);
+}
+
+// One residual attention block; `mlp_hidden` (if not null) receives the MLP hidden units.
+at::Tensor block(at::Tensor x, const BlockWeights& b, int64_t heads, bool causal, Activation act,
+                 at::Tensor* mlp_hidden) {
+  const int64_t W = x.size(-1);
+  x = x + attention(at::layer_norm(x, {W}, b.ln1_w, b.ln1_b, kLayerNormEps), b, heads, causal);
+  auto h = activation(at::linear(at::layer_norm(x, {W}, b.ln2_w, b.ln2_b, kLayerNormEps), b.fc_w, b.fc_b), act);
+  if (mlp_hidden) *mlp_hidden = h;
+  return x + at::linear(h, b.proj_w, b.proj_b);
+}
+
+at::Tensor check_images(const at::Tensor& images, const ClipModel::Impl& m) {
+  TORCH_CHECK_VALUE(images.defined(), "expected (B, 3, H, W) images, got an undefined tensor");
+  TORCH_CHECK_VALUE(images.dim() == 4, "expected (B, 3, H, W) images, got a tensor of shape ", images.sizes());
+  TORCH_CHECK_VALUE(images.size(0) > 0, "expected a non-empty batch of (B, 3, H, W) images, got shape ",
+                    images.sizes());
+  TORCH_CHECK_VALUE(images.size(1) == 3, "expected (B, 3, H, W) images with 3 (RGB) channels, got shape ",
+                    images.sizes());
+  TORCH_CHECK_VALUE(at::isFloatingType(images.scalar_type()),
+                    "expected floating-point (CLIP-normalised) images, got dtype ", images.scalar_type());
+  const int64_t p = m.config.patch_size;
+  TORCH_CHECK_VALUE(images.size(2) >= p && images.size(3) >= p && images.size(2) % p == 0 && images.size(3) % p == 0,
+                    "expected image height and width to be positive multiples of the patch size ", p,
+                    ", got ", images.size(2), " x ", images.size(3));
+  return images.to(m.device, m.dtype);
+}
+
+}  // namespace
+
+ClipModel::ClipModel(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {
+  TORCH_INTERNAL_ASSERT(impl_ != nullptr);
+}
+const ClipConfig& ClipModel::config() const { return impl_->config; }
+c10::Device ClipModel::device() const { return impl_->device; }
+c10::ScalarType ClipModel::dtype() const { return impl_->dtype; }
+const std::string& ClipModel::path() const { return impl_->path; }
+std::shared_ptr<const Tokenizer> ClipModel::tokenizer() const { return impl_->tokenizer; }
+
+at::Tensor ClipModel::positional_embedding(int64_t grid_h, int64_t grid_w) const {
+  const Impl& m = *impl_;
+  const int64_t g = m.config.grid_size(), D = m.config.vision_width;
+  TORCH_CHECK_VALUE(grid_h > 0 && grid_w > 0, "positional_embedding: expected a positive grid, got ", grid_h, " x ",
+                    grid_w);
+  if (grid_h == g && grid_w == g) return m.pos_emb;
+  std::lock_guard<std::mutex> lock(m.cache_mutex);
+  auto key = std::make_pair(grid_h, grid_w);
+  auto it = m.pos_cache.find(key);
+  if (it != m.pos_cache.end()) return it->second;
+  // Interpolate in float32 whatever the compute dtype (bicubic on CPU wants it).
+  auto grid = m.pos_emb.slice(0, 1).to(at::kFloat).reshape({1, g, g, D}).permute({0, 3, 1, 2});
+  const bool shrink = grid_h < g || grid_w < g;
+  auto resized = shrink ? at::_upsample_bicubic2d_aa(grid, {grid_h, grid_w}, /*align_corners=*/false)
+                        : at::upsample_bicubic2d(grid, {grid_h, grid_w}, /*align_corners=*/false);
+  resized = resized.permute({0, 2, 3, 1}).reshape({grid_h * grid_w, D}).to(m.dtype);
+  auto full = at::cat({m.pos_emb.slice(0, 0, 1), resized}, 0).contiguous();
+  m.pos_cache.emplace(key, full);
+  return full;
+}
+
+VisionForward ClipModel::forward_vision(const at::Tensor& images_in, const VisionTaps& taps) const {
+  const Impl& m = *impl_;
+  const ClipConfig& c = m.config;
+  auto in_range = [&](int64_t l) { return l >= 1 && l <= c.vision_layers; };
+  for (int64_t l : taps.residual_layers)
+    TORCH_CHECK_INDEX(in_range(l), "residual tap layer ", l, " is out of range 1..", c.vision_layers);
+  for (int64_t l : taps.mlp_layers)
+    TORCH_CHECK_INDEX(in_range(l), "MLP tap layer ", l, " is out of range 1..", c.vision_layers);
+  TORCH_CHECK_INDEX(taps.project_layer == 0 || in_range(taps.project_layer), "projection layer ",
+                    taps.project_layer, " is out of range 1..", c.vision_layers);
+
+  int64_t stop = taps.embedding ? c.vision_layers : taps.project_layer;
+  for (int64_t l : taps.residual_layers) stop = std::max(stop, l);
+  for (int64_t l : taps.mlp_layers) stop = std::max(stop, l);
+
+  at::Tensor images = check_images(images_in, m);
+  const int64_t B = images.size(0), D = c.vision_width;
+  VisionForward out;
+  out.grid_h = images.size(2) / c.patch_size;
+  out.grid_w = images.size(3) / c.patch_size;
+  out.residual.resize(taps.residual_layers.size());
+  out.mlp.resize(taps.mlp_layers.size());
+
+  at::NoGradGuard no_grad;
+  auto x = at::conv2d(images, m.conv1_w, /*bias=*/{}, /*stride=*/{c.patch_size, c.patch_size});
+  x = x.flatten(2).transpose(1, 2);  // (B, N, D)
+  x = at::cat({m.class_emb.view({1, 1, D}).expand({B, 1, D}), x}, 1);
+  x = x + positional_embedding(out.grid_h, out.grid_w);
+  x = at::layer_norm(x, {D}, m.ln_pre_w, m.ln_pre_b, kLayerNormEps);
+
+  for (int64_t l = 1; l <= stop; ++l) {
+    auto mlp_it = std::find(taps.mlp_layers.begin(), taps.mlp_layers.end(), l);
+    at::Tensor hidden;
+    x = block(x, m.visual_blocks[l - 1], c.vision_heads, /*causal=*/false, c.activation,
+              mlp_it != taps.mlp_layers.end() ? &hidden : nullptr);
+    for (size_t i = 0; i < taps.mlp_layers.size(); ++i)
+      if (taps.mlp_layers[i] == l) out.mlp[i] = hidden;
+    for (size_t i = 0; i < taps.residual_layers.size(); ++i)
+      if (taps.residual_layers[i] == l) out.residual[i] = x;
+    if (taps.project_layer == l)
+      out.projected = at::matmul(at::layer_norm(x.slice(1, 1), {D}, m.ln_post_w, m.ln_post_b, kLayerNormEps),
+                                 m.visual_proj);
+  }
+  out.blocks_run = stop;
+  if (taps.embedding)
+    out.embedding = at::matmul(at::layer_norm(x.select(1, 0), {D}, m.ln_post_w, m.ln_post_b, kLayerNormEps),
+                               m.visual_proj);
+  return out;
+}
+
+at::Tensor ClipModel::encode_image(const at::Tensor& images) const {
+  VisionTaps taps;
+  taps.embedding = true;
+  return forward_vision(images, taps).embedding;
+}
+
+at::Tensor ClipModel::encode_text(const at::Tensor& tokens_in) const {
+  const Impl& m = *impl_;
+  const ClipConfig& c = m.config;
+  TORCH_CHECK(c.has_text(), "encode_text: the CLIP archive '", m.path, "' has no text tower (or it was not loaded)");
+  TORCH_CHECK_VALUE(tokens_in.defined() && tokens_in.dim() == 2, "encode_text: expected (T, L) token ids, got shape ",
+                    tokens_in.defined() ? tokens_in.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(tokens_in.size(0) > 0, "encode_text: expected a non-empty batch of token rows, got shape ",
+                    tokens_in.sizes());
+  TORCH_CHECK_VALUE(tokens_in.scalar_type() == at::kLong || tokens_in.scalar_type() == at::kInt,
+                    "encode_text: expected int64 token ids, got dtype ", tokens_in.scalar_type());
+  const int64_t T = tokens_in.size(0), L = tokens_in.size(1);
+  TORCH_CHECK_VALUE(L >= 1 && L <= c.context_length, "encode_text: expected at most ", c.context_length,
+                    " tokens per row, got ", L);
+  auto tokens = tokens_in.to(m.device, at::kLong);
+  const int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
+  TORCH_CHECK_VALUE(lo >= 0 && hi < c.vocab_size, "encode_text: token ids must lie in [0, ", c.vocab_size,
+                    "), got values in [", lo, ", ", hi, "]");
+  at::NoGradGuard no_grad;
+  auto x = at::embedding(m.token_emb, tokens) + m.text_pos.slice(0, 0, L);
+  for (const auto& b : m.text_blocks) x = block(x, b, c.text_heads, /*causal=*/true, c.activation, nullptr);
+  x = at::layer_norm(x, {c.text_width}, m.ln_final_w, m.ln_final_b, kLayerNormEps);
+  // The embedding is read at the end-of-text token, the row's largest id (as in CLIP).
+  auto rows = at::arange(T, tokens.options()) * L + tokens.argmax(-1);
+  return at::matmul(x.reshape({T * L, c.text_width}).index_select(0, rows), m.text_proj);
+}
+
+std::vector<std::string> ClipModel::parameter_names() const {
+  std::vector<std::string> names;
+  for (const auto& kv : impl_->params) names.push_back(kv.first);
+  return names;
+}
+
+at::Tensor ClipModel::parameter(const std::string& name) const {
+  auto it = impl_->params.find(name);
+  TORCH_CHECK_INDEX(it != impl_->params.end(), "the CLIP model has no parameter '", name, "'");
+  return it->second;
+}
+
+std::string ClipModel::fingerprint() const {
+  const Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.cache_mutex);
+  if (!m.fingerprint.empty()) return m.fingerprint;
+  // FNV-1a over names and shapes, then a multiply-xorshift mix over 8-byte words of the
+  // values as float32 (the same weights give the same fingerprint in any compute dtype
+  // that holds them exactly).
+  uint64_t h = 1469598103934665603ull;
+  auto mix_byte = [&](unsigned char b) { h = (h ^ b) * 1099511628211ull; };
+  auto mix_word = [&](uint64_t w) {
+    h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+  };
+  for (const auto& kv : m.params) {
+    for (unsigned char ch : kv.first) mix_byte(ch);
+    for (int64_t s : kv.second.sizes()) mix_word(static_cast<uint64_t>(s));
+    auto t = kv.second.to(at::kCPU, at::kFloat).contiguous();
+    const auto* p = static_cast<const unsigned char*>(t.data_ptr());
+    const size_t n = static_cast<size_t>(t.numel()) * sizeof(float);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      mix_word(w);
+    }
+    for (; i < n; ++i) mix_byte(p[i]);
+  }
+  std::ostringstream os;
+  os << std::hex << std::setw(16) << std::setfill('0') << h;
+  m.fingerprint = os.str();
+  return m.fingerprint;
+}
+
+}  // namespace lake

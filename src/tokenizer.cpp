@@ -1,0 +1,619 @@
+// CLIP's byte-level BPE tokenizer; see include/lake/tokenizer.h for the pipeline.
+#include "lake/tokenizer.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <array>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <sstream>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include "detail/unicode_tables.h"
+
+namespace lake {
+namespace {
+
+namespace uc = detail::unicode;
+
+// Number of merges CLIP uses: lines[1 : 49152 - 256 - 2 + 1] of the merges file.
+constexpr size_t kNumMerges = 49152 - 256 - 2;
+constexpr const char* kSot = "<|startoftext|>";
+constexpr const char* kEot = "<|endoftext|>";
+constexpr size_t kMaxCacheEntries = size_t{1} << 17;
+
+// ---------------------------------------------------------------- UTF-8 ---
+
+// Strict UTF-8 -> code points; raises naming `what` on malformed input.
+std::u32string utf8_decode(std::string_view s, const std::string& what) {
+  std::u32string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      out.push_back(c);
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    char32_t cp = 0, min = 0;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F, min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    }
+    bool ok = len != 0 && i + len <= s.size();
+    for (size_t k = 1; ok && k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      ok = (cc & 0xC0) == 0x80;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    ok = ok && cp >= min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
+    TORCH_CHECK(ok, what, " is not valid UTF-8 (bad byte sequence at byte offset ", i, ")");
+    out.push_back(cp);
+    i += len;
+  }
+  return out;
+}
+
+void utf8_append(char32_t cp, std::string& out) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+std::string utf8_encode(std::u32string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char32_t c : s) utf8_append(c, out);
+  return out;
+}
+
+// bytes.decode("utf-8", errors="replace"): each maximal invalid subpart -> U+FFFD.
+std::string utf8_replace_invalid(std::string_view b) {
+  std::string out;
+  out.reserve(b.size());
+  size_t i = 0;
+  while (i < b.size()) {
+    const auto c = static_cast<unsigned char>(b[i]);
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // valid range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    size_t k = 1;
+    while (len != 0 && k < len && i + k < b.size()) {
+      const auto cc = static_cast<unsigned char>(b[i + k]);
+      if (k == 1 ? (cc < lo || cc > hi) : (cc < 0x80 || cc > 0xBF)) break;
+      ++k;
+    }
+    if (len != 0 && k == len) {
+      out.append(b.substr(i, len));
+      i += len;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      i += k;
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------- Unicode tables ---
+
+template <size_t N>
+bool in_ranges(const uc::Range (&table)[N], char32_t c) {
+  const auto* it = std::upper_bound(std::begin(table), std::end(table), c,
+                                    [](char32_t v, const uc::Range& r) { return v < r.first; });
+  return it != std::begin(table) && c <= (it - 1)->last;
+}
+
+bool is_py_space(char32_t c) { return in_ranges(uc::kReSpace, c); }
+
+// str.lower() of one code point, without the final-sigma rule.
+void append_lower(char32_t c, std::u32string& out) {
+  for (const auto& m : uc::kLowerMulti) {
+    if (m.cp == c) {
+      for (char32_t l : m.lower)
+        if (l != 0) out.push_back(l);
+      return;
+    }
+  }
+  const auto* it = std::upper_bound(std::begin(uc::kLower), std::end(uc::kLower), c,
+                                    [](char32_t v, const uc::LowerRun& r) { return v < r.first; });
+  if (it != std::begin(uc::kLower)) {
+    const auto& r = *(it - 1);
+    if (c <= r.last && (c - r.first) % static_cast<char32_t>(r.stride) == 0) {
+      out.push_back(static_cast<char32_t>(static_cast<int64_t>(c) + r.delta));
+      return;
+    }
+  }
+  out.push_back(c);
+}
+
+// CPython's handle_capital_sigma: is s[i] (U+03A3) in the Final_Sigma context?
+bool is_final_sigma(const std::u32string& s, size_t i) {
+  size_t j = i;
+  while (j > 0 && in_ranges(uc::kCaseIgnorable, s[j - 1])) --j;
+  if (j == 0 || !in_ranges(uc::kCased, s[j - 1])) return false;
+  size_t k = i + 1;
+  while (k < s.size() && in_ranges(uc::kCaseIgnorable, s[k])) ++k;
+  return k == s.size() || !in_ranges(uc::kCased, s[k]);
+}
+
+std::u32string py_lower(const std::u32string& s) {
+  std::u32string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == 0x3A3) out.push_back(is_final_sigma(s, i) ? 0x3C2 : 0x3C3);
+    else append_lower(s[i], out);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------- html.unescape ---
+
+const uc::Entity* find_entity(std::string_view name) {
+  const auto* it = std::lower_bound(std::begin(uc::kEntities), std::end(uc::kEntities), name,
+                                    [](const uc::Entity& e, std::string_view n) { return std::string_view(e.name) < n; });
+  return it != std::end(uc::kEntities) && std::string_view(it->name) == name ? it : nullptr;
+}
+
+void append_utf8(const char* utf8, std::u32string& out) {
+  out += utf8_decode(utf8, "entity table");
+}
+
+// The replacement of a numeric reference &#num; (num saturated above 0x10FFFF).
+void append_numeric_ref(uint32_t num, std::u32string& out) {
+  for (const auto& r : uc::kInvalidCharrefs) {
+    if (r.number == num) {
+      out.push_back(r.replacement);
+      return;
+    }
+  }
+  if ((num >= 0xD800 && num <= 0xDFFF) || num > 0x10FFFF) {
+    out.push_back(0xFFFD);
+  } else if (!in_ranges(uc::kInvalidCodepoints, num)) {
+    out.push_back(num);
+  }
+}
+
+// The replacement of a named reference (name includes its ';' if there was one).
+void append_named_ref(std::u32string_view name, std::u32string& out) {
+  if (const auto* e = find_entity(utf8_encode(name))) {
+    append_utf8(e->value, out);
+    return;
+  }
+  // Longest prefix that is an entity (only the legacy names without ';' can match).
+  for (size_t x = name.size() - 1; x >= 2; --x) {
+    if (const auto* e = find_entity(utf8_encode(name.substr(0, x)))) {
+      append_utf8(e->value, out);
+      out.append(name.substr(x));
+      return;
+    }
+  }
+  out.push_back(U'&');
+  out.append(name);
+}
+
+int digit_value(char32_t c, int base) {
+  if (c >= U'0' && c <= U'9') return static_cast<int>(c - U'0');
+  if (base == 16 && c >= U'a' && c <= U'f') return static_cast<int>(c - U'a') + 10;
+  if (base == 16 && c >= U'A' && c <= U'F') return static_cast<int>(c - U'A') + 10;
+  return -1;
+}
+
+// Python's html.unescape: re.sub(r'&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)', ...)
+std::u32string html_unescape(const std::u32string& s) {
+  if (s.find(U'&') == std::u32string::npos) return s;
+  std::u32string out;
+  out.reserve(s.size());
+  const size_t n = s.size();
+  size_t i = 0;
+  while (i < n) {
+    if (s[i] != U'&') {
+      out.push_back(s[i++]);
+      continue;
+    }
+    const size_t j = i + 1;
+    if (j < n && s[j] == U'#') {
+      const bool hex = j + 1 < n && (s[j + 1] == U'x' || s[j + 1] == U'X');
+      // '#[0-9]+' is tried first; it fails on 'x', so the hex branch follows.
+      const int base = hex ? 16 : 10;
+      const size_t start = hex ? j + 2 : j + 1;
+      size_t k = start;
+      uint32_t num = 0;
+      for (; k < n && digit_value(s[k], base) >= 0; ++k)
+        num = std::min<uint32_t>(num * base + digit_value(s[k], base), 0x110000);
+      if (k == start) {
+        out.push_back(U'&');
+        ++i;
+        continue;
+      }
+      append_numeric_ref(num, out);
+      i = k < n && s[k] == U';' ? k + 1 : k;
+      continue;
+    }
+    size_t k = j;
+    while (k < n && k - j < 32 && s[k] != U'\t' && s[k] != U'\n' && s[k] != U'\f' && s[k] != U' ' &&
+           s[k] != U'<' && s[k] != U'&' && s[k] != U'#' && s[k] != U';')
+      ++k;
+    if (k == j) {
+      out.push_back(U'&');
+      ++i;
+      continue;
+    }
+    const size_t end = k < n && s[k] == U';' ? k + 1 : k;
+    append_named_ref(std::u32string_view(s).substr(j, end - j), out);
+    i = end;
+  }
+  return out;
+}
+
+// ----------------------------------------------------- cleaning, splitting ---
+
+// html.unescape twice, re.sub(r"\s+", " ", .).strip(), .lower()
+std::u32string clean(const std::u32string& text) {
+  const std::u32string unescaped = html_unescape(html_unescape(text));
+  std::u32string collapsed;
+  collapsed.reserve(unescaped.size());
+  bool pending_space = false;
+  for (char32_t c : unescaped) {
+    if (is_py_space(c)) {
+      pending_space = !collapsed.empty();
+    } else {
+      if (pending_space) collapsed.push_back(U' ');
+      pending_space = false;
+      collapsed.push_back(c);
+    }
+  }
+  return py_lower(collapsed);
+}
+
+bool ci_equal(char32_t literal, char32_t c) {
+  for (const auto& e : uc::kCaseEquiv) {
+    if (e.ch != literal) continue;
+    for (char32_t m : e.matches)  // zero-padded
+      if (m != 0 && m == c) return true;
+    return false;
+  }
+  return literal == c;
+}
+
+// Length of the first literal alternative matching s at i (IGNORECASE), 0 if none.
+size_t match_literal(const std::u32string& s, size_t i) {
+  static const std::u32string kLiterals[] = {U"<|startoftext|>", U"<|endoftext|>", U"'s", U"'t", U"'re",
+                                             U"'ve", U"'m", U"'ll", U"'d"};
+  for (const auto& lit : kLiterals) {
+    if (s.size() - i < lit.size()) continue;
+    size_t k = 0;
+    while (k < lit.size() && ci_equal(lit[k], s[i + k])) ++k;
+    if (k == lit.size()) return k;
+  }
+  return 0;
+}
+
+// re.findall of CLIP's pattern: (start, length) of each piece.
+std::vector<std::pair<size_t, size_t>> split_pieces(const std::u32string& s) {
+  std::vector<std::pair<size_t, size_t>> pieces;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t len = match_literal(s, i);
+    if (len == 0) {
+      if (in_ranges(uc::kLetter, s[i])) {
+        while (i + len < s.size() && in_ranges(uc::kLetter, s[i + len])) ++len;
+      } else if (in_ranges(uc::kNumber, s[i])) {
+        len = 1;
+      } else if (in_ranges(uc::kOther, s[i])) {
+        while (i + len < s.size() && in_ranges(uc::kOther, s[i + len])) ++len;
+      }
+    }
+    if (len == 0) {
+      ++i;  // no alternative matches here (whitespace): findall moves on
+      continue;
+    }
+    pieces.emplace_back(i, len);
+    i += len;
+  }
+  return pieces;
+}
+
+// ----------------------------------------------------------- vocabulary ---
+
+// CLIP's bytes_to_unicode: printable bytes keep their code point, the others
+// take 256, 257, ... in byte order. Returns the code point per byte and the
+// bytes in vocabulary order.
+void byte_alphabet(std::array<char32_t, 256>& cp_of_byte, std::array<uint8_t, 256>& byte_order) {
+  auto printable = [](int b) { return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF); };
+  int k = 0, extra = 0;
+  for (int b = 0; b < 256; ++b)
+    if (printable(b)) cp_of_byte[b] = static_cast<char32_t>(b), byte_order[k++] = static_cast<uint8_t>(b);
+  for (int b = 0; b < 256; ++b)
+    if (!printable(b)) cp_of_byte[b] = static_cast<char32_t>(256 + extra++), byte_order[k++] = static_cast<uint8_t>(b);
+}
+
+std::string gunzip(const std::string& data, const std::string& source) {
+  std::string out;
+  z_stream zs{};
+  TORCH_CHECK(inflateInit2(&zs, 16 + MAX_WBITS) == Z_OK, "could not initialise zlib to read '", source, "'");
+  size_t pos = 0;
+  std::array<char, 1 << 16> buf;
+  int rc = Z_OK;
+  while (true) {
+    if (zs.avail_in == 0 && pos < data.size()) {
+      const size_t chunk = std::min<size_t>(data.size() - pos, 1u << 30);
+      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data() + pos));
+      zs.avail_in = static_cast<uInt>(chunk);
+      pos += chunk;
+    }
+    zs.next_out = reinterpret_cast<Bytef*>(buf.data());
+    zs.avail_out = static_cast<uInt>(buf.size());
+    rc = inflate(&zs, Z_NO_FLUSH);
+    out.append(buf.data(), buf.size() - zs.avail_out);
+    if (rc == Z_STREAM_END) {
+      const size_t rest = zs.avail_in + (data.size() - pos);
+      if (rest == 0) break;
+      // Another gzip member follows (like Python's gzip module, read them all).
+      const size_t at = data.size() - rest;
+      if (rest < 2 || static_cast<unsigned char>(data[at]) != 0x1F || static_cast<unsigned char>(data[at + 1]) != 0x8B) {
+        inflateEnd(&zs);
+        TORCH_CHECK(false, "vocabulary '", source, "': unexpected data after the gzip stream at byte ", at);
+      }
+      inflateReset(&zs);
+      continue;
+    }
+    if (rc == Z_BUF_ERROR && zs.avail_in == 0 && pos == data.size()) {
+      inflateEnd(&zs);
+      TORCH_CHECK(false, "vocabulary '", source, "' is a truncated gzip file");
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      const std::string msg = zs.msg ? zs.msg : "error " + std::to_string(rc);
+      inflateEnd(&zs);
+      TORCH_CHECK(false, "vocabulary '", source, "' is a corrupt gzip file (zlib: ", msg, ")");
+    }
+  }
+  inflateEnd(&zs);
+  return out;
+}
+
+}  // namespace
+
+namespace detail {
+
+struct TokenizerState {
+  std::array<int32_t, 256> byte_id{};   // byte -> id of its alphabet character
+  std::vector<std::string> id_bytes;    // id -> raw bytes of its vocabulary string
+  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (a, b) -> (rank, merged id)
+  int64_t sot = 0, eot = 0;
+
+  mutable std::mutex cache_mutex;
+  mutable std::unordered_map<std::string, std::vector<int64_t>> cache;
+
+  static uint64_t key(int32_t a, int32_t b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b); }
+
+  // BPE ids of one piece (its raw UTF-8 bytes).
+  std::vector<int64_t> bpe(const std::string& piece) const {
+    if (piece == kSot) return {sot};
+    if (piece == kEot) return {eot};
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      auto it = cache.find(piece);
+      if (it != cache.end()) return it->second;
+    }
+    std::vector<int32_t> word;
+    word.reserve(piece.size());
+    for (char ch : piece) word.push_back(byte_id[static_cast<unsigned char>(ch)]);
+    if (!word.empty()) word.back() += 256;  // the "c</w>" form of the last character
+    std::vector<int32_t> next;
+    while (word.size() > 1) {
+      int32_t best_rank = -1, merged = -1, first = -1, second = -1;
+      for (size_t i = 0; i + 1 < word.size(); ++i) {
+        auto it = merges.find(key(word[i], word[i + 1]));
+        if (it != merges.end() && (best_rank < 0 || it->second.first < best_rank)) {
+          best_rank = it->second.first, merged = it->second.second;
+          first = word[i], second = word[i + 1];
+        }
+      }
+      if (best_rank < 0) break;
+      next.clear();
+      for (size_t i = 0; i < word.size(); ++i) {
+        if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) {
+          next.push_back(merged);
+          ++i;
+        } else {
+          next.push_back(word[i]);
+        }
+      }
+      word.swap(next);
+    }
+    std::vector<int64_t> ids(word.begin(), word.end());
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    if (cache.size() >= kMaxCacheEntries) cache.clear();
+    cache.emplace(piece, ids);
+    return ids;
+  }
+
+  std::vector<int64_t> encode(const std::string& text, const std::string& what) const {
+    const std::u32string cleaned = clean(utf8_decode(text, what));
+    std::vector<int64_t> ids;
+    for (const auto& [start, len] : split_pieces(cleaned)) {
+      const auto piece_ids = bpe(utf8_encode(std::u32string_view(cleaned).substr(start, len)));
+      ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
+    }
+    return ids;
+  }
+};
+
+}  // namespace detail
+
+Tokenizer Tokenizer::from_file(const std::string& path) {
+  std::error_code ec;
+  TORCH_CHECK(std::filesystem::exists(path, ec), "vocabulary file '", path, "' does not exist");
+  TORCH_CHECK(!std::filesystem::is_directory(path, ec), "vocabulary file '", path, "' is a directory");
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in.good(), "vocabulary file '", path, "' cannot be opened");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  TORCH_CHECK(!in.bad(), "error reading vocabulary file '", path, "'");
+  return from_bytes(ss.str(), path);
+}
+
+Tokenizer Tokenizer::from_bytes(const std::string& bytes, const std::string& source) {
+  const bool gz = bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1F &&
+                  static_cast<unsigned char>(bytes[1]) == 0x8B;
+  const std::string text = gz ? gunzip(bytes, source) : bytes;
+  const std::u32string chars = utf8_decode(text, "vocabulary '" + source + "' (" + (gz ? "after gunzip" : "not gzip") + ")");
+
+  std::array<char32_t, 256> cp_of_byte{};
+  std::array<uint8_t, 256> byte_order{};
+  byte_alphabet(cp_of_byte, byte_order);
+  std::unordered_map<char32_t, uint8_t> byte_of_cp;
+  for (int b = 0; b < 256; ++b) byte_of_cp[cp_of_byte[b]] = static_cast<uint8_t>(b);
+
+  auto state = std::make_shared<detail::TokenizerState>();
+  std::vector<std::u32string> vocab;  // vocabulary strings in id order
+  for (int k = 0; k < 256; ++k) vocab.emplace_back(1, cp_of_byte[byte_order[k]]);
+  for (int k = 0; k < 256; ++k) vocab.push_back(vocab[k] + U"</w>");
+  for (int b = 0; b < 256; ++b)
+    state->byte_id[b] = static_cast<int32_t>(std::find(byte_order.begin(), byte_order.end(), b) - byte_order.begin());
+
+  // Lines 1 .. kNumMerges (line 0 is a header); each is two symbols of the byte alphabet.
+  std::vector<std::pair<std::u32string, std::u32string>> merges;
+  merges.reserve(kNumMerges);
+  size_t line_start = chars.find(U'\n');
+  for (size_t line = 1; line <= kNumMerges; ++line) {
+    TORCH_CHECK(line_start != std::u32string::npos, "vocabulary '", source, "' is not a CLIP merges file: it has ",
+                line, " lines, expected at least ", kNumMerges + 1);
+    const size_t begin = line_start + 1;
+    line_start = chars.find(U'\n', begin);
+    const size_t end = line_start == std::u32string::npos ? chars.size() : line_start;
+    std::vector<std::u32string> parts;
+    for (size_t i = begin; i < end;) {
+      while (i < end && is_py_space(chars[i])) ++i;
+      size_t j = i;
+      while (j < end && !is_py_space(chars[j])) ++j;
+      if (j > i) parts.emplace_back(chars.substr(i, j - i));
+      i = j;
+    }
+    TORCH_CHECK(parts.size() == 2, "vocabulary '", source, "' is not a CLIP merges file: line ", line + 1,
+                " has ", parts.size(), " symbols, expected 2");
+    for (const auto& p : parts)
+      for (char32_t c : p)
+        TORCH_CHECK(byte_of_cp.count(c), "vocabulary '", source, "' is not a CLIP merges file: line ", line + 1,
+                    " has character U+", std::hex, static_cast<uint32_t>(c), " outside CLIP's byte alphabet");
+    vocab.push_back(parts[0] + parts[1]);
+    merges.emplace_back(std::move(parts[0]), std::move(parts[1]));
+  }
+  vocab.emplace_back(U"<|startoftext|>");
+  vocab.emplace_back(U"<|endoftext|>");
+
+  // As the reference's dicts: a repeated string keeps its last id, a repeated pair its last rank.
+  std::unordered_map<std::u32string, int32_t> id_of;
+  for (size_t id = 0; id < vocab.size(); ++id) id_of[vocab[id]] = static_cast<int32_t>(id);
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    auto a = id_of.find(merges[rank].first), b = id_of.find(merges[rank].second);
+    if (a == id_of.end() || b == id_of.end()) continue;  // can never apply
+    state->merges[detail::TokenizerState::key(a->second, b->second)] = {static_cast<int32_t>(rank),
+                                                                         id_of.at(vocab[512 + rank])};
+  }
+  state->id_bytes.reserve(vocab.size());
+  for (const auto& v : vocab) {
+    std::string raw;
+    for (char32_t c : v) raw.push_back(static_cast<char>(byte_of_cp.at(c)));
+    state->id_bytes.push_back(std::move(raw));
+  }
+  state->sot = static_cast<int64_t>(vocab.size()) - 2;
+  state->eot = static_cast<int64_t>(vocab.size()) - 1;
+  return Tokenizer(std::move(state));
+}
+
+const detail::TokenizerState& Tokenizer::state() const {
+  TORCH_CHECK(state_ != nullptr, "Tokenizer is empty: create it with Tokenizer::from_file or Tokenizer::from_bytes");
+  return *state_;
+}
+
+std::vector<int64_t> Tokenizer::encode(const std::string& text) const { return state().encode(text, "text"); }
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  const auto& st = state();
+  std::string raw;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    TORCH_CHECK(ids[i] >= 0 && ids[i] < vocab_size(), "decode: id ", ids[i], " at position ", i,
+                " is outside the vocabulary [0, ", vocab_size(), ")");
+    raw += st.id_bytes[static_cast<size_t>(ids[i])];
+  }
+  const std::string text = utf8_replace_invalid(raw);
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    if (text.compare(i, 4, "</w>") == 0) {
+      out.push_back(' ');
+      i += 4;
+    } else {
+      out.push_back(text[i++]);
+    }
+  }
+  return out;
+}
+
+at::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t context_length, bool truncate) const {
+  const auto& st = state();
+  TORCH_CHECK(context_length >= 2, "tokenize: context_length must be at least 2 (room for the start and end tokens), got ",
+              context_length);
+  const auto rows = static_cast<int64_t>(texts.size());
+  at::Tensor result = at::zeros({rows, context_length}, at::TensorOptions().dtype(at::kLong));
+  int64_t* data = result.data_ptr<int64_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto ids = st.encode(texts[r], "text " + std::to_string(r));
+    const auto total = static_cast<int64_t>(ids.size()) + 2;
+    TORCH_CHECK(truncate || total <= context_length, "tokenize: text ", r, " is too long: ", total,
+                " tokens including start and end, context_length is ", context_length);
+    int64_t* row = data + r * context_length;
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(ids.size()), context_length - 2);
+    row[0] = st.sot;
+    std::copy(ids.begin(), ids.begin() + n, row + 1);
+    row[n + 1] = st.eot;
+  }
+  return result;
+}
+
+int64_t Tokenizer::sot_token() const { return state().sot; }
+int64_t Tokenizer::eot_token() const { return state().eot; }
+int64_t Tokenizer::vocab_size() const { return static_cast<int64_t>(state().id_bytes.size()); }
+
+std::string Tokenizer::clean_text(const std::string& text) { return utf8_encode(clean(utf8_decode(text, "text"))); }
+
+std::vector<std::string> Tokenizer::split_text(const std::string& text) {
+  const std::u32string s = utf8_decode(text, "text");
+  std::vector<std::string> out;
+  for (const auto& [start, len] : split_pieces(s)) out.push_back(utf8_encode(std::u32string_view(s).substr(start, len)));
+  return out;
+}
+
+}  // namespace lake
