@@ -1,0 +1,54 @@
+# LAKE: two entry points on a fresh machine.
+#   make demo   the main job
+#   make test   every test (C++ via CTest, Python via pytest)
+# Both install what is missing (Debian packages, a virtual environment) and rebuild
+# only what is out of date.
+
+SHELL      := /bin/bash
+PYTHON     ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+BUILD      := build
+JOBS       ?= 2
+SYS_PKGS   := cmake ninja-build g++ zlib1g-dev catch2 git
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: all demo test build deps venv ctest pytest clean
+
+all: build
+
+# Debian packages: install only those missing (dpkg -s is cheap, so this is checked each time).
+deps:
+	@missing=$$(for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: requirements.txt | deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+$(BUILD)/build.ninja: CMakeLists.txt $(VENV)/.installed
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(abspath $(PY))
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+ctest: build
+	ctest --test-dir $(BUILD) --output-on-failure -j 1
+
+pytest: build
+	PYTHONPATH=python LAKE_FIXTURES_DIR=$(abspath $(BUILD))/fixtures $(PY) -m pytest tests/python -ra $(PYTEST_ARGS)
+
+test: ctest pytest
+
+demo: build
+	PYTHONPATH=python $(PY) examples/python/00_probe.py --workdir $(BUILD)/demo --cpp-example $(BUILD)/examples/00_probe
+
+clean:
+	rm -rf $(BUILD) python/pylake/_C*.so
