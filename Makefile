@@ -34,7 +34,8 @@ $(VENV)/.installed: requirements.txt | deps
 venv: $(VENV)/.installed
 
 $(BUILD)/build.ninja: CMakeLists.txt $(VENV)/.installed
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(abspath $(PY))
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(abspath $(PY)) \
+	  -DLAKE_BUILD_TESTS=ON -DLAKE_BUILD_PYTHON=ON -DLAKE_BUILD_EXAMPLES=ON
 
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)

@@ -86,8 +86,13 @@ void bind_clip(py::module_& m) {
         o.vision_heads = vision_heads;
         o.text_heads = text_heads;
         o.load_text = load_text;
-        py::gil_scoped_release release;
-        return load_clip(path, o);
+        torch::PyWarningHandler warnings;  // TORCH_WARN -> Python warnings
+        std::optional<ClipModel> model;
+        {
+          py::gil_scoped_release release;
+          model.emplace(load_clip(path, o));
+        }
+        return *model;
       },
       py::arg("path"), py::arg("device") = "cpu", py::arg("activation") = py::none(), py::arg("dtype") = "float32",
       py::arg("vision_heads") = 0, py::arg("text_heads") = 0, py::arg("load_text") = true);

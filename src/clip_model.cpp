@@ -94,10 +94,10 @@ VisionForward ClipModel::forward_vision(const at::Tensor& images_in, const Visio
   const ClipConfig& c = m.config;
   auto in_range = [&](int64_t l) { return l >= 1 && l <= c.vision_layers; };
   for (int64_t l : taps.residual_layers)
-    TORCH_CHECK_INDEX(in_range(l), "residual tap layer ", l, " is out of range 1..", c.vision_layers);
+    TORCH_CHECK_VALUE(in_range(l), "residual tap layer ", l, " is out of range 1..", c.vision_layers);
   for (int64_t l : taps.mlp_layers)
-    TORCH_CHECK_INDEX(in_range(l), "MLP tap layer ", l, " is out of range 1..", c.vision_layers);
-  TORCH_CHECK_INDEX(taps.project_layer == 0 || in_range(taps.project_layer), "projection layer ",
+    TORCH_CHECK_VALUE(in_range(l), "MLP tap layer ", l, " is out of range 1..", c.vision_layers);
+  TORCH_CHECK_VALUE(taps.project_layer == 0 || in_range(taps.project_layer), "projection layer ",
                     taps.project_layer, " is out of range 1..", c.vision_layers);
 
   int64_t stop = taps.embedding ? c.vision_layers : taps.project_layer;
@@ -179,7 +179,7 @@ std::vector<std::string> ClipModel::parameter_names() const {
 
 at::Tensor ClipModel::parameter(const std::string& name) const {
   auto it = impl_->params.find(name);
-  TORCH_CHECK_INDEX(it != impl_->params.end(), "the CLIP model has no parameter '", name, "'");
+  TORCH_CHECK_VALUE(it != impl_->params.end(), "the CLIP model has no parameter '", name, "'");
   return it->second;
 }
 

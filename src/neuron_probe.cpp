@@ -20,7 +20,7 @@ ProbeKind parse_probe_kind(const std::string& name) {
 }
 
 int64_t resolve_layer(int64_t layer, int64_t depth) {
-  TORCH_CHECK_INDEX(layer != 0 && layer >= -depth && layer <= depth, "layer ", layer,
+  TORCH_CHECK_VALUE(layer != 0 && layer >= -depth && layer <= depth, "layer ", layer,
                     " is out of range for a model with ", depth, " blocks: use 1..", depth, " or -", depth,
                     "..-1 (layers are 1-based; -1 is the last block)");
   return layer > 0 ? layer : depth + 1 + layer;
@@ -68,7 +68,7 @@ const at::Tensor& ProbeResult::at_layer(int64_t layer) const {
   for (size_t i = 0; i < layers.size(); ++i) {
     if (layers[i] == layer) return activations[i];
   }
-  TORCH_CHECK_INDEX(false, "layer ", layer, " was not probed; probed layers: ", at::IntArrayRef(layers));
+  TORCH_CHECK_VALUE(false, "layer ", layer, " was not probed; probed layers: ", at::IntArrayRef(layers));
 }
 
 }  // namespace lake

@@ -9,8 +9,10 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <mutex>
+#include <queue>
 #include <sstream>
 #include <string_view>
 #include <unordered_map>
@@ -18,16 +20,21 @@
 
 #include "detail/unicode_tables.h"
 
-namespace lake {
+// Internals live in a named namespace (with internal linkage inside) so that they cannot
+// collide with other sources when the library is compiled as a unity build.
+namespace lake::detail {
+namespace tokenizer_impl {
 namespace {
 
-namespace uc = detail::unicode;
+namespace uc = unicode;
 
 // Number of merges CLIP uses: lines[1 : 49152 - 256 - 2 + 1] of the merges file.
 constexpr size_t kNumMerges = 49152 - 256 - 2;
 constexpr const char* kSot = "<|startoftext|>";
 constexpr const char* kEot = "<|endoftext|>";
+// Bounds of the per-tokenizer cache of BPE results (cleared when full).
 constexpr size_t kMaxCacheEntries = size_t{1} << 17;
+constexpr size_t kMaxCachedPieceBytes = 256;
 
 // ---------------------------------------------------------------- UTF-8 ---
 
@@ -403,8 +410,7 @@ std::string gunzip(const std::string& data, const std::string& source) {
 }
 
 }  // namespace
-
-namespace detail {
+}  // namespace tokenizer_impl
 
 struct TokenizerState {
   std::array<int32_t, 256> byte_id{};   // byte -> id of its alphabet character
@@ -419,6 +425,7 @@ struct TokenizerState {
 
   // BPE ids of one piece (its raw UTF-8 bytes).
   std::vector<int64_t> bpe(const std::string& piece) const {
+    using namespace tokenizer_impl;
     if (piece == kSot) return {sot};
     if (piece == kEot) return {eot};
     {
@@ -426,40 +433,60 @@ struct TokenizerState {
       auto it = cache.find(piece);
       if (it != cache.end()) return it->second;
     }
-    std::vector<int32_t> word;
-    word.reserve(piece.size());
-    for (char ch : piece) word.push_back(byte_id[static_cast<unsigned char>(ch)]);
-    if (!word.empty()) word.back() += 256;  // the "c</w>" form of the last character
-    std::vector<int32_t> next;
-    while (word.size() > 1) {
-      int32_t best_rank = -1, merged = -1, first = -1, second = -1;
-      for (size_t i = 0; i + 1 < word.size(); ++i) {
-        auto it = merges.find(key(word[i], word[i + 1]));
-        if (it != merges.end() && (best_rank < 0 || it->second.first < best_rank)) {
-          best_rank = it->second.first, merged = it->second.second;
-          first = word[i], second = word[i + 1];
-        }
-      }
-      if (best_rank < 0) break;
-      next.clear();
-      for (size_t i = 0; i < word.size(); ++i) {
-        if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) {
-          next.push_back(merged);
-          ++i;
-        } else {
-          next.push_back(word[i]);
-        }
-      }
-      word.swap(next);
+    // The reference repeatedly takes the lowest-ranked adjacent pair and merges all of its
+    // occurrences left to right. Same result in O(n log n): symbols form a linked list over
+    // byte positions (a merge keeps the left position), candidate pairs sit in a min-heap of
+    // (rank, position), and all entries of the lowest rank are applied as one left-to-right
+    // batch; entries made stale by earlier merges fail the re-check and are dropped.
+    TORCH_CHECK(piece.size() < (size_t{1} << 30), "encode: a word of ", piece.size(), " bytes is too long");
+    const auto n = static_cast<int32_t>(piece.size());
+    std::vector<int32_t> sym(n), prev(n), next(n);
+    for (int32_t i = 0; i < n; ++i) {
+      sym[i] = byte_id[static_cast<unsigned char>(piece[i])];
+      prev[i] = i - 1;
+      next[i] = i + 1;  // n: end of the word
     }
-    std::vector<int64_t> ids(word.begin(), word.end());
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    if (cache.size() >= kMaxCacheEntries) cache.clear();
-    cache.emplace(piece, ids);
+    if (n > 0) sym[n - 1] += 256;  // the "c</w>" form of the last character
+    using Entry = std::pair<int32_t, int32_t>;  // (rank, left position)
+    std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+    auto pair_at = [&](int32_t p) -> const std::pair<int32_t, int32_t>* {
+      if (p < 0 || next[p] >= n) return nullptr;
+      auto it = merges.find(key(sym[p], sym[next[p]]));
+      return it == merges.end() ? nullptr : &it->second;
+    };
+    auto push = [&](int32_t p) {
+      if (const auto* m = pair_at(p)) heap.emplace(m->first, p);
+    };
+    for (int32_t i = 0; i + 1 < n; ++i) push(i);
+    std::vector<int32_t> batch;
+    while (!heap.empty()) {
+      const int32_t rank = heap.top().first;
+      batch.clear();
+      for (; !heap.empty() && heap.top().first == rank; heap.pop()) batch.push_back(heap.top().second);
+      for (int32_t p : batch) {  // ascending positions = left to right
+        const auto* m = sym[p] < 0 ? nullptr : pair_at(p);
+        if (m == nullptr || m->first != rank) continue;  // stale: merged away or changed
+        const int32_t q = next[p];
+        sym[p] = m->second;
+        sym[q] = -1;
+        next[p] = next[q];
+        if (next[q] < n) prev[next[q]] = p;
+        push(prev[p]);
+        push(p);
+      }
+    }
+    std::vector<int64_t> ids;
+    for (int32_t p = 0; p < n; p = next[p]) ids.push_back(sym[p]);
+    if (piece.size() <= kMaxCachedPieceBytes) {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      if (cache.size() >= kMaxCacheEntries) cache.clear();
+      cache.emplace(piece, ids);
+    }
     return ids;
   }
 
   std::vector<int64_t> encode(const std::string& text, const std::string& what) const {
+    using namespace tokenizer_impl;
     const std::u32string cleaned = clean(utf8_decode(text, what));
     std::vector<int64_t> ids;
     for (const auto& [start, len] : split_pieces(cleaned)) {
@@ -470,7 +497,9 @@ struct TokenizerState {
   }
 };
 
-}  // namespace detail
+}  // namespace lake::detail
+
+namespace lake {
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
   std::error_code ec;
@@ -485,6 +514,7 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 }
 
 Tokenizer Tokenizer::from_bytes(const std::string& bytes, const std::string& source) {
+  using namespace detail::tokenizer_impl;
   const bool gz = bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1F &&
                   static_cast<unsigned char>(bytes[1]) == 0x8B;
   const std::string text = gz ? gunzip(bytes, source) : bytes;
@@ -561,6 +591,7 @@ const detail::TokenizerState& Tokenizer::state() const {
 std::vector<int64_t> Tokenizer::encode(const std::string& text) const { return state().encode(text, "text"); }
 
 std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  using namespace detail::tokenizer_impl;
   const auto& st = state();
   std::string raw;
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -607,9 +638,13 @@ int64_t Tokenizer::sot_token() const { return state().sot; }
 int64_t Tokenizer::eot_token() const { return state().eot; }
 int64_t Tokenizer::vocab_size() const { return static_cast<int64_t>(state().id_bytes.size()); }
 
-std::string Tokenizer::clean_text(const std::string& text) { return utf8_encode(clean(utf8_decode(text, "text"))); }
+std::string Tokenizer::clean_text(const std::string& text) {
+  using namespace detail::tokenizer_impl;
+  return utf8_encode(clean(utf8_decode(text, "text")));
+}
 
 std::vector<std::string> Tokenizer::split_text(const std::string& text) {
+  using namespace detail::tokenizer_impl;
   const std::u32string s = utf8_decode(text, "text");
   std::vector<std::string> out;
   for (const auto& [start, len] : split_pieces(s)) out.push_back(utf8_encode(std::u32string_view(s).substr(start, len)));

@@ -41,10 +41,11 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < r.layers.size(); ++i) {
       // The channels that vary most over this batch's patches: LAKE's "sensitive neurons".
       at::Tensor var = r.activations[i].flatten(0, 1).var(0);
-      auto top = var.topk(5);
+      at::Tensor top = std::get<0>(std::get<1>(var.topk(10)).sort());
       std::cout << "block " << r.layers[i] << ": patch tokens " << r.activations[i].sizes()
-                << ", top-variance channels " << std::get<1>(top).sizes() << " = " << std::get<1>(top) .reshape({-1})
-                << "\n";
+                << ", top-10 variance channels over these images [";
+      for (int64_t j = 0; j < top.numel(); ++j) std::cout << (j ? ", " : "") << top[j].item<int64_t>();
+      std::cout << "]\n";
     }
     std::cout << "projected patch tokens " << r.projected.sizes() << " on a " << r.grid_h << "x" << r.grid_w
               << " grid\n";

@@ -5,13 +5,15 @@
 //   1. (reference only) ftfy.fix_text -- NOT implemented here. Input is assumed
 //      to be valid UTF-8 text that ftfy would leave unchanged (plain prompts
 //      are). Where ftfy would alter text (mojibake, curly quotes, ligatures,
-//      full-width forms, non-NFC text, a single HTML unescape of texts without
-//      '<', control characters) ids can differ from Python's.
+//      full-width forms, non-NFC text, control characters, and its own HTML
+//      unescaping of texts without '<', which matters for references nested
+//      more than twice like "&amp;amp;amp;") ids can differ from Python's.
 //   2. Python's html.unescape, applied twice (numeric and HTML5 named
 //      references, with the standard's rules for invalid references and for
 //      names without ';').
 //   3. Whitespace collapse: re.sub(r"\s+", " ", text).strip() with Python
-//      re's Unicode \s.
+//      re's Unicode \s (== str.split(), as open_clip does; OpenAI's original
+//      uses the regex module's \s, which differs only on U+001C..U+001F).
 //   4. Python's str.lower() (full Unicode mapping, including one-to-many
 //      mappings and the final-sigma rule).
 //   5. Split with CLIP's pattern
@@ -20,7 +22,8 @@
 //      (regex module, IGNORECASE), then each piece's UTF-8 bytes are mapped to
 //      CLIP's byte alphabet and merged with the BPE ranks (`</w>` marks the
 //      end of a word). "<|startoftext|>" / "<|endoftext|>" in the text become
-//      the special ids.
+//      the special ids (OpenAI's names; open_clip's copy names them
+//      "<start_of_text>" / "<end_of_text>", the ids are the same).
 //
 // Unicode tables are generated from Python by tools/gen_unicode_tables.py.
 // All methods are const and thread-safe; copies share the (immutable)

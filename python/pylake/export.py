@@ -33,9 +33,10 @@ import math
 import os
 import re
 import sys
+import warnings
 import zipfile
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -118,7 +119,7 @@ def _build_container(state: Mapping[str, torch.Tensor]) -> nn.Module:
         leaf = parts[-1]
         if leaf in node._modules:
             raise ValueError(f"{name!r}: {leaf!r} is both a parameter and a module")
-        node.register_parameter(leaf, nn.Parameter(tensor.detach().clone(), requires_grad=False))
+        node.register_parameter(leaf, nn.Parameter(tensor.detach(), requires_grad=False))
     return root
 
 
@@ -180,9 +181,11 @@ def _reject_non_vit(sd: Mapping[str, torch.Tensor]) -> None:
     keys = list(sd)
     resnet = [k for k in keys if k.startswith(("visual.layer1.", "visual.attnpool.", "visual.bn1."))]
     if resnet:
+        shown = [k for k in ("visual.layer1.0.conv1.weight", "visual.attnpool.positional_embedding")
+                 if k in sd] or sorted(resnet)[:2]
         raise ValueError(
             "this is a ResNet CLIP (OpenAI ModifiedResNet vision tower: found "
-            f"{', '.join(sorted(resnet)[:3])}, ...); LAKE reads ViT CLIP models only")
+            f"{', '.join(shown)}, ...); LAKE reads ViT CLIP models only")
     timm = [k for k in keys if k.startswith("visual.trunk.")]
     if timm:
         raise ValueError(f"this is a timm-backbone CLIP (found {timm[0]}, ...); LAKE reads "
@@ -223,9 +226,10 @@ def _detect_activation(model: Any) -> Optional[str]:
     mlp = _submodule(model, "visual.transformer.resblocks.0.mlp")
     if mlp is None:
         return None
-    act = mlp._modules.get("gelu")
+    children = dict(mlp.named_children())  # (ScriptModule._modules has no .get)
+    act = children.get("gelu")
     candidates = [act] if act is not None else [
-        m for n, m in mlp.named_children() if n not in ("c_fc", "c_proj")]
+        m for n, m in children.items() if n not in ("c_fc", "c_proj")]
     for m in candidates:
         names = _class_names(m)
         if "QuickGELU" in names:
@@ -338,6 +342,9 @@ def _infer(model: Any, sd: Mapping[str, torch.Tensor], activation: Optional[str]
             msg.append(f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
         raise ValueError("parameters do not match the OpenAI CLIP ViT layout: " + "; ".join(msg))
 
+    _check_shapes(sd, width, patch, grid, embed_dim, text_width, context_length, vocab_size,
+                  len(v_layers), len(t_layers))
+
     v_heads = _heads_of(model, "visual.transformer.resblocks.0.attn", width)
     t_heads = _heads_of(model, "transformer.resblocks.0.attn", text_width)
     if width % v_heads or text_width % t_heads:
@@ -371,6 +378,47 @@ def _infer(model: Any, sd: Mapping[str, torch.Tensor], activation: Optional[str]
     cfg["std"] = ",".join(repr(x) for x in std)
     cfg["source"] = source
     return dict(cfg)
+
+
+def _check_shapes(sd: Mapping[str, torch.Tensor], width: int, patch: int, grid: int, embed: int,
+                  text_width: int, context: int, vocab: int, v_layers: int, t_layers: int) -> None:
+    """Every parameter's shape against the one the hyper-parameters imply
+    (the MLP width M is read from each tower's first block)."""
+    expected: Dict[str, Tuple[int, ...]] = {
+        "visual.conv1.weight": (width, 3, patch, patch),
+        "visual.class_embedding": (width,),
+        "visual.positional_embedding": (grid * grid + 1, width),
+        "visual.ln_pre.weight": (width,), "visual.ln_pre.bias": (width,),
+        "visual.ln_post.weight": (width,), "visual.ln_post.bias": (width,),
+        "visual.proj": (width, embed),
+        "token_embedding.weight": (vocab, text_width),
+        "positional_embedding": (context, text_width),
+        "ln_final.weight": (text_width,), "ln_final.bias": (text_width,),
+        "text_projection": (text_width, embed),
+    }
+    for prefix, d, n in (("visual.transformer.resblocks.", width, v_layers),
+                         ("transformer.resblocks.", text_width, t_layers)):
+        m = int(sd[f"{prefix}0.mlp.c_fc.weight"].shape[0])
+        for i in range(n):
+            b = f"{prefix}{i}."
+            expected.update({
+                b + "ln_1.weight": (d,), b + "ln_1.bias": (d,),
+                b + "attn.in_proj_weight": (3 * d, d), b + "attn.in_proj_bias": (3 * d,),
+                b + "attn.out_proj.weight": (d, d), b + "attn.out_proj.bias": (d,),
+                b + "ln_2.weight": (d,), b + "ln_2.bias": (d,),
+                b + "mlp.c_fc.weight": (m, d), b + "mlp.c_fc.bias": (m,),
+                b + "mlp.c_proj.weight": (d, m), b + "mlp.c_proj.bias": (d,),
+            })
+    for name, shape in expected.items():
+        got = tuple(int(x) for x in sd[name].shape)
+        if got != shape:
+            raise ValueError(f"parameter '{name}' has shape {list(got)}, expected {list(shape)}")
+    if sd["logit_scale"].numel() != 1:
+        raise ValueError(f"parameter 'logit_scale' has shape {list(sd['logit_scale'].shape)}, "
+                         "expected a scalar")
+    bad = [k for k, v in sd.items() if not v.is_floating_point()]
+    if bad:
+        raise ValueError(f"parameters {bad[:4]} are not floating-point tensors")
 
 
 def format_config(cfg: Mapping[str, str]) -> str:
@@ -490,11 +538,15 @@ def export_clip(
             t = t.to(torch_dtype)
         state[k] = t.contiguous()
 
-    container = torch.jit.script(_build_container(state))
     extra = {CONFIG_FILE: format_config(cfg).encode("utf-8"), VOCAB_FILE: vocab}
     tmp = path + ".tmp"
     try:
-        torch.jit.save(container, tmp, _extra_files=extra)
+        with warnings.catch_warnings():
+            # torch >= 2.10 marks torch.jit.* deprecated; the C++ side reads TorchScript
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated",
+                                    category=DeprecationWarning)
+            container = torch.jit.script(_build_container(state))
+            torch.jit.save(container, tmp, _extra_files=extra)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -508,7 +560,10 @@ def export_clip(
 def read_export(path: Union[str, os.PathLike]) -> Tuple[torch.jit.ScriptModule, Dict[str, str], bytes]:
     """Load an exported archive: (module, config, vocab .gz bytes)."""
     extra = {CONFIG_FILE: "", VOCAB_FILE: ""}
-    module = torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated",
+                                category=DeprecationWarning)
+        module = torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=extra)
     if not extra[CONFIG_FILE]:
         raise ValueError(f"{path} has no {CONFIG_FILE}: not a LAKE export")
     return module, parse_config(extra[CONFIG_FILE]), bytes(extra[VOCAB_FILE])
@@ -531,10 +586,16 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     OpenCLIP training checkpoint (``{"state_dict": {"module." + k: v}}``)."""
     if _is_torchscript_zip(path):
         raise ValueError(f"{path} is a TorchScript archive: use --openai-jit (load_openai_jit)")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch.save zip / legacy pickle
+        raise ValueError(f"{path} is not a PyTorch file (neither a torch.save zip archive "
+                         "nor a pickle)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"cannot read {path} as a state dict: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read {path} as a state dict: {first[:300]}") from None
     return _unwrap_checkpoint(obj)
 
 
@@ -544,7 +605,10 @@ def load_openai_jit(path: str) -> Any:
     matter when the traced code runs).  Falls back to a plain state dict file
     as OpenAI's ``clip.load`` does; returns the module or the state dict."""
     try:
-        return torch.jit.load(path, map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated",
+                                    category=DeprecationWarning)
+            return torch.jit.load(path, map_location="cpu").eval()
     except Exception as jit_error:
         try:
             return load_state_dict_file(path)
@@ -598,10 +662,17 @@ def main(argv=None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.open_clip:
-        import open_clip
-
-        model, _, _ = open_clip.create_model_and_transforms(
-            args.open_clip, pretrained=args.pretrained, cache_dir=args.cache_dir, device="cpu")
+        try:
+            import open_clip
+        except ImportError:
+            raise ValueError("--open-clip needs the open_clip_torch package") from None
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(
+                args.open_clip, pretrained=args.pretrained, cache_dir=args.cache_dir, device="cpu")
+        except Exception as e:
+            raise ValueError(f"open_clip could not build {args.open_clip!r} with pretrained="
+                             f"{args.pretrained!r} (the weights must already be available "
+                             f"locally or in the cache): {e}") from None
         model = model.eval()
         source = f"open_clip:{args.open_clip}" + (f"/{args.pretrained}" if args.pretrained else "")
     elif args.state_dict:
