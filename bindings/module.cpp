@@ -8,6 +8,8 @@ namespace py = pybind11;
 namespace lake::bindings {
 void bind_clip(py::module_& m);
 void bind_probe(py::module_& m);
+void bind_image(py::module_& m);
+void bind_normality(py::module_& m);
 }  // namespace lake::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -35,4 +37,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &lake::get_num_threads);
   lake::bindings::bind_clip(m);
   lake::bindings::bind_probe(m);
+  lake::bindings::bind_image(m);
+  lake::bindings::bind_normality(m);
 }

@@ -4,11 +4,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cstring>
-#include <iomanip>
-#include <sstream>
 
 #include "detail/clip_impl.h"
+#include "detail/hash.h"
 
 namespace lake {
 namespace {
@@ -187,33 +185,14 @@ std::string ClipModel::fingerprint() const {
   const Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.cache_mutex);
   if (!m.fingerprint.empty()) return m.fingerprint;
-  // FNV-1a over names and shapes, then a multiply-xorshift mix over 8-byte words of the
-  // values as float32 (the same weights give the same fingerprint in any compute dtype
-  // that holds them exactly).
-  uint64_t h = 1469598103934665603ull;
-  auto mix_byte = [&](unsigned char b) { h = (h ^ b) * 1099511628211ull; };
-  auto mix_word = [&](uint64_t w) {
-    h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-  };
+  // Names, shapes and values as float32: the same weights give the same fingerprint in
+  // any compute dtype that holds them exactly (an fp16 archive loaded as fp32, say).
+  detail::Hasher h;
   for (const auto& kv : m.params) {
-    for (unsigned char ch : kv.first) mix_byte(ch);
-    for (int64_t s : kv.second.sizes()) mix_word(static_cast<uint64_t>(s));
-    auto t = kv.second.to(at::kCPU, at::kFloat).contiguous();
-    const auto* p = static_cast<const unsigned char*>(t.data_ptr());
-    const size_t n = static_cast<size_t>(t.numel()) * sizeof(float);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      mix_word(w);
-    }
-    for (; i < n; ++i) mix_byte(p[i]);
+    h.str(kv.first);
+    h.tensor(kv.second.to(at::kFloat));
   }
-  std::ostringstream os;
-  os << std::hex << std::setw(16) << std::setfill('0') << h;
-  m.fingerprint = os.str();
+  m.fingerprint = h.hex();
   return m.fingerprint;
 }
 

@@ -49,6 +49,9 @@ int main(int argc, char** argv) {
     }
     std::cout << "projected patch tokens " << r.projected.sizes() << " on a " << r.grid_h << "x" << r.grid_w
               << " grid\n";
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

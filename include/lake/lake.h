@@ -7,3 +7,6 @@
 #include "lake/tokenizer.h"
 #include "lake/clip_model.h"
 #include "lake/neuron_probe.h"
+#include "lake/sensitivity_selector.h"
+#include "lake/normality_model.h"
+#include "lake/image_io.h"

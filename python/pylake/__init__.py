@@ -15,23 +15,33 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (loads LibTorch before the extension)
 
-from . import _C
+from . import _C, export
 from ._clip import ClipModel, load_clip
+from ._normality import NormalityModel, Prediction, load_images
 from ._probe import NeuronProbe, ProbeResult
 from ._tokenize import Tokenizer, default_vocabulary_path, tokenize
 
 __version__ = _C.__version__
 set_num_threads = _C.set_num_threads
+SensitivitySelector = _C.SensitivitySelector
+default_prompts = _C.default_prompts
+top_k_channels = _C.top_k_channels
 get_num_threads = _C.get_num_threads
 
 __all__ = [
     "ClipModel",
     "NeuronProbe",
+    "NormalityModel",
+    "Prediction",
+    "SensitivitySelector",
     "ProbeResult",
     "Tokenizer",
+    "default_prompts",
     "default_vocabulary_path",
     "get_num_threads",
+    "load_images",
     "load_clip",
     "set_num_threads",
     "tokenize",
+    "top_k_channels",
 ]

@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
     at::Tensor images = at::randn({2, 3, c.image_size, c.image_size});
     at::Tensor e = model.encode_image(images);
     std::cout << c.describe() << "\nembedding (" << e.size(0) << ", " << e.size(1) << ")\n";
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

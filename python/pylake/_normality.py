@@ -1,0 +1,243 @@
+"""NormalityModel: LAKE's few-shot normality model, from Python."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+from . import _C
+from ._clip import ClipModel
+from ._tokenize import default_vocabulary_path
+
+ImagesLike = Union[torch.Tensor, str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Scores of a batch of B images, maps at the input images' resolution (H, W).
+
+    Attributes:
+        pred_score: ``(B,)`` float32 image anomaly scores.
+        anomaly_map: ``(B, H, W)`` float32 fused anomaly maps.
+        pred_label: ``(B,)`` bool, ``pred_score > image_threshold`` (``None`` until thresholds are set).
+        pred_mask: ``(B, H, W)`` bool, ``anomaly_map > pixel_threshold`` (``None`` until set).
+        visual_map: ``(B, H, W)`` the visual branch alone (``with_branches=True``; ``None`` zero-shot).
+        semantic_map: ``(B, H, W)`` the semantic (text) branch alone (``with_branches=True``).
+    """
+
+    pred_score: torch.Tensor
+    anomaly_map: torch.Tensor
+    pred_label: Optional[torch.Tensor] = None
+    pred_mask: Optional[torch.Tensor] = None
+    visual_map: Optional[torch.Tensor] = None
+    semantic_map: Optional[torch.Tensor] = None
+
+
+def _image_paths(images) -> Optional[List[Path]]:
+    if isinstance(images, (str, os.PathLike)):
+        p = Path(images)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+            if not files:
+                raise ValueError(f"no images (png, jpg, ...) found in folder '{p}'")
+            return files
+        return [p]
+    if isinstance(images, (list, tuple)) and all(isinstance(x, (str, os.PathLike)) for x in images):
+        return [Path(x) for x in images]
+    return None
+
+
+def load_images(paths: Sequence[Union[str, os.PathLike]], model: ClipModel, size: Optional[int] = None) -> torch.Tensor:
+    """Read image files into a ``(B, 3, H, W)`` CLIP-normalised float32 batch.
+
+    ``size``: resize every image to ``size x size`` (antialiased bicubic, as CLIP's
+    preprocessing); ``None`` keeps the files' resolution, which must then agree.
+    """
+    from PIL import Image  # noqa: PLC0415
+
+    mean = torch.tensor(model.config.image_mean).view(3, 1, 1)
+    std = torch.tensor(model.config.image_std).view(3, 1, 1)
+    out = []
+    for p in paths:
+        try:
+            img = Image.open(p).convert("RGB")
+        except FileNotFoundError:
+            raise ValueError(f"image file '{p}' does not exist") from None
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"image file '{p}' could not be decoded: {e}") from None
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.size[1], img.size[0], 3)
+        out.append((x.permute(2, 0, 1).float() / 255.0 - mean) / std)
+    shapes = {tuple(x.shape) for x in out}
+    if len(shapes) > 1:
+        raise ValueError(f"images of different sizes {sorted(shapes)}: pass size=..., or score them one at a time")
+    return torch.stack(out)
+
+
+class NormalityModel:
+    """LAKE's few-shot normality model over a CLIP ViT (METHOD.md; docs/method.md).
+
+    Args (all keyword, with the C++ ``NormalityOptions`` defaults):
+        model: a :class:`ClipModel`.
+        layers: tapped blocks (1-based, negative from the end); ``None``: the quarter points
+            of the depth (6, 12, 18, 24 on a 24-block model).
+        k: sensitive neurons kept per layer (paper: 100).
+        score: ``"variance"`` (paper), ``"normalized_variance"``, ``"cv"`` or ``"random"``
+            (the paper's random-K control, drawn by ``seed``).
+        seed: seed of the random choice.
+        kind: ``"residual"`` (D channels) or ``"mlp"`` (4 D hidden units).
+        image_size: the backbone's input side S; ``None``: 518 on /14 models, 240 on
+            ViT-B-16-plus-240, else the model's own.
+        text_weight: lambda of the fusion ``(1 - lambda) visual + lambda semantic`` (0.3).
+        class_name: fills the prompt ensemble ("a photo of a damaged {class_name}.").
+        normal_prompts, anomaly_prompts: full sentences replacing the ensemble.
+        semantic_layer: the block whose patch tokens meet the text; ``None``: deepest tapped.
+        pooling: image score from the map: ``"max"`` or ``"top1pct"``.
+        blur_sigma: Gaussian blur of the maps in pixels (4.0; 0: none).
+        gallery_tile: gallery rows per tile of the nearest-neighbour search (memory O(tile)).
+        vocabulary: CLIP's BPE vocabulary file for the prompts; ``None``: the model's embedded
+            one, else :func:`pylake.default_vocabulary_path`.
+
+    Lifecycle: ``fit(normal_images)`` -> ``score(images)`` -> :class:`Prediction`;
+    ``calibrate``, ``explain``, ``save`` / ``NormalityModel.load``.
+    """
+
+    def __init__(
+        self,
+        model: ClipModel,
+        *,
+        layers: Optional[Sequence[int]] = None,
+        k: int = 100,
+        score: str = "variance",
+        seed: int = 0,
+        kind: str = "residual",
+        image_size: Optional[int] = None,
+        text_weight: float = 0.3,
+        class_name: str = "object",
+        normal_prompts: Optional[Sequence[str]] = None,
+        anomaly_prompts: Optional[Sequence[str]] = None,
+        semantic_layer: Optional[int] = None,
+        pooling: str = "max",
+        blur_sigma: float = 4.0,
+        gallery_tile: int = 8192,
+        vocabulary: Optional[Union[str, os.PathLike]] = None,
+        _native: Optional["_C.NormalityModel"] = None,
+    ) -> None:
+        self.clip = model
+        if _native is not None:
+            self._m = _native
+            return
+        if vocabulary is None and model.tokenizer() is None:
+            vocabulary = default_vocabulary_path()
+        self._m = _C.NormalityModel(
+            model, [int(x) for x in (layers or [])], int(k), str(score), int(seed), str(kind), int(image_size or 0),
+            float(text_weight), str(class_name), list(normal_prompts or []), list(anomaly_prompts or []),
+            int(semantic_layer or 0), str(pooling), float(blur_sigma), int(gallery_tile),
+            os.fspath(vocabulary) if vocabulary is not None else "")
+
+    # -- inputs -------------------------------------------------------------------------
+    def _images(self, images: ImagesLike, mixed_sizes_ok: bool = False) -> torch.Tensor:
+        """Tensors pass through; files are read at their own resolution (the library resizes
+        to ``image_size`` for the backbone and maps back). Files of different sizes are an
+        error, except for ``fit``, where they are resized to ``image_size`` first."""
+        if isinstance(images, torch.Tensor):
+            return images
+        paths = _image_paths(images)
+        if paths is None:
+            raise ValueError("expected images as a (B, 3, H, W) tensor, an image path, a folder, or a list of paths, "
+                             f"got {type(images).__name__}")
+        try:
+            return load_images(paths, self.clip)
+        except ValueError as e:
+            if not (mixed_sizes_ok and "different sizes" in str(e)):
+                raise
+            return load_images(paths, self.clip, self.image_size)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def fit(self, normal_images: ImagesLike) -> "NormalityModel":
+        """Fit on k >= 1 normal images: a ``(k, 3, H, W)`` CLIP-normalised tensor, paths, or
+        a folder. ``fit([])`` (or an empty tensor) gives the zero-shot model."""
+        if isinstance(normal_images, (list, tuple)) and len(normal_images) == 0:
+            normal_images = torch.empty(0, 3, self.image_size, self.image_size)
+        self._m.fit(self._images(normal_images, mixed_sizes_ok=True))
+        return self
+
+    def is_fitted(self) -> bool:
+        return self._m.is_fitted()
+
+    def score(self, images: ImagesLike, with_branches: bool = False) -> Prediction:
+        """Score ``(B, 3, H, W)`` images (or paths / a folder of equal-size images); maps come
+        back at ``H x W``."""
+        p = self._m.score(self._images(images), bool(with_branches))
+        return Prediction(p.pred_score, p.anomaly_map, p.pred_label, p.pred_mask, p.visual_map, p.semantic_map)
+
+    def calibrate(self, normal_images: ImagesLike, quantile: float = 0.99, leave_one_out: bool = False) -> "NormalityModel":
+        """Set the image and pixel thresholds to ``quantile`` of normal images' scores and map
+        values. ``leave_one_out=True``: pass the fit images (same order); each is scored
+        against the gallery without its own patches."""
+        self._m.calibrate(self._images(normal_images), float(quantile), bool(leave_one_out))
+        return self
+
+    def explain(self, image: ImagesLike, top: int = 10) -> List[dict]:
+        """The ``top`` selected neurons deviating most on one image, as dicts ``{layer,
+        channel, deviation, map (H, W)}``; deviation = max over patches of
+        ``|activation - normal mean| / normal std`` on the patch grid; the map is that
+        grid bilinearly resized to the image, so its peak can sit slightly below it."""
+        x = self._images(image)
+        return [{"layer": d.layer, "channel": d.channel, "deviation": d.deviation, "map": d.map}
+                for d in self._m.explain(x, int(top))]
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write a versioned model file atomically."""
+        self._m.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], model: ClipModel) -> "NormalityModel":
+        """Read a file written by :meth:`save`, for the same backbone ``model``."""
+        return cls(model, _native=_C.NormalityModel.load(os.fspath(path), model))
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def image_threshold(self) -> Optional[float]:
+        return self._m.image_threshold
+
+    @property
+    def pixel_threshold(self) -> Optional[float]:
+        return self._m.pixel_threshold
+
+    def set_thresholds(self, image: Optional[float], pixel: Optional[float]) -> None:
+        self._m.set_thresholds(image, pixel)
+
+    @property
+    def neurons(self) -> List[dict]:
+        """Per tapped layer: ``{layer, indices (K,) int64 ascending, scores (K,) float64,
+        mean (K,) float64, std (K,) float64}``."""
+        return [{"layer": n.layer, "indices": n.indices, "scores": n.scores, "mean": n.mean, "std": n.std}
+                for n in self._m.neurons.layers]
+
+    @property
+    def galleries(self) -> List[torch.Tensor]:
+        """Per tapped layer, ``(k * N, K)`` float32 L2-normalised normal patches."""
+        return list(self._m.galleries)
+
+    @property
+    def text_embeddings(self) -> Optional[torch.Tensor]:
+        """``(2, E)``: the normal and the anomalous prompt embedding."""
+        return self._m.text_embeddings
+
+    layers = property(lambda self: list(self._m.layers), doc="Tapped blocks (1-based).")
+    image_size = property(lambda self: self._m.image_size, doc="The backbone's input side S.")
+    semantic_layer = property(lambda self: self._m.semantic_layer)
+    normal_prompts = property(lambda self: list(self._m.normal_prompts))
+    anomaly_prompts = property(lambda self: list(self._m.anomaly_prompts))
+    shots = property(lambda self: self._m.shots, doc="Number of normal images fitted on.")
+
+    def __repr__(self) -> str:
+        state = f"{self.shots} shots" if self.is_fitted() else "not fitted"
+        return f"NormalityModel(layers={self.layers}, image_size={self.image_size}, {state})"

@@ -1,0 +1,36 @@
+#pragma once
+// NormalityModel's state (internal), shared by the fitting/scoring and the I/O code.
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lake/normality_model.h"
+
+namespace lake {
+
+struct NormalityModel::State {
+  ClipModel model;
+  NormalityOptions options;
+  // Resolved options.
+  std::vector<int64_t> layers;
+  int64_t image_size = 0;
+  int64_t semantic_layer = 0;
+  std::vector<std::string> normal_prompts, anomaly_prompts;
+  NeuronProbe probe;
+  // Fitted state.
+  bool fitted = false;
+  int64_t shots = 0;
+  int64_t grid = 0;                 // patches per side at image_size
+  NeuronSet neurons;
+  std::vector<at::Tensor> galleries;  // per layer (shots * N, K) float32
+  at::Tensor text;                    // (2, E) float32, or undefined
+  std::optional<double> image_threshold, pixel_threshold;
+
+  State(ClipModel m, NormalityOptions o, std::vector<int64_t> l, ProbeOptions po)
+      : model(std::move(m)), options(std::move(o)), layers(std::move(l)), probe(model, std::move(po)) {}
+};
+
+}  // namespace lake

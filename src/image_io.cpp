@@ -1,0 +1,451 @@
+// Reads PNG (libpng) and JPEG (libjpeg-turbo) images as PIL does; CLIP preprocessing.
+//
+// libpng and libjpeg report errors by longjmp'ing out of their handler. longjmp must not
+// skip a C++ destructor, so each call into the libraries happens in a small "stage"
+// function that calls setjmp, holds no C++ object with a destructor, and returns false
+// on error with the library's message in a plain char buffer. The C++ code around the
+// stages (tensors, RAII guards, TORCH_CHECKs) never lies between a setjmp and a longjmp.
+
+#include "lake/image_io.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csetjmp>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <vector>
+
+#include <sys/stat.h>
+
+#include <png.h>
+// jpeglib.h needs size_t and FILE declared before it.
+#include <jpeglib.h>
+#include <jerror.h>
+
+namespace lake::detail::image_io {
+namespace {
+
+// ---- files ------------------------------------------------------------------------
+
+std::vector<unsigned char> read_file(const std::string& path) {
+  // stat(), not std::filesystem: LibTorch's libtorch.so exports a copy of std::filesystem
+  // that interposes on libstdc++'s.
+  struct stat st;
+  TORCH_CHECK_VALUE(::stat(path.c_str(), &st) == 0, "image file '", path, "' does not exist");
+  TORCH_CHECK_VALUE((st.st_mode & S_IFMT) != S_IFDIR, "image file '", path,
+                    "' is a directory, expected a PNG or JPEG file");
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  TORCH_CHECK_VALUE(in.good(), "image file '", path, "' could not be opened for reading");
+  const std::streamoff size = in.tellg();
+  TORCH_CHECK_VALUE(size >= 0, "image file '", path, "' could not be read (no size)");
+  std::vector<unsigned char> bytes(static_cast<size_t>(size));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(bytes.data()), size);
+  TORCH_CHECK_VALUE(in.gcount() == size, "image file '", path, "' could not be read: got ", in.gcount(),
+                    " of its ", size, " bytes");
+  TORCH_CHECK_VALUE(!bytes.empty(), "image file '", path, "' is empty (0 bytes), expected a PNG or JPEG file");
+  return bytes;
+}
+
+enum class Format { Png, Jpeg };
+
+bool starts_with(const std::vector<unsigned char>& b, const char* magic, size_t n, size_t at = 0) {
+  return b.size() >= at + n && std::memcmp(b.data() + at, magic, n) == 0;
+}
+
+Format detect_format(const std::vector<unsigned char>& b, const std::string& path) {
+  if (starts_with(b, "\x89PNG\r\n\x1a\n", 8)) return Format::Png;
+  if (starts_with(b, "\xff\xd8\xff", 3)) return Format::Jpeg;
+  const char* other = nullptr;
+  if (starts_with(b, "GIF8", 4)) other = "GIF";
+  else if (starts_with(b, "BM", 2)) other = "BMP";
+  else if (starts_with(b, "II*\0", 4) || starts_with(b, "MM\0*", 4)) other = "TIFF";
+  else if (starts_with(b, "RIFF", 4) && starts_with(b, "WEBP", 4, 8)) other = "WebP";
+  else if (starts_with(b, "\x89PNG", 4)) other = "damaged PNG (bad signature)";
+  TORCH_CHECK_VALUE(other == nullptr, "image file '", path, "' is a ", other, " file; LAKE reads PNG and JPEG only");
+  char head[3 * 8 + 1] = {0};
+  for (size_t i = 0; i < std::min<size_t>(8, b.size()); ++i) std::snprintf(head + 3 * i, 4, "%02x ", b[i]);
+  TORCH_CHECK_VALUE(false, "image file '", path, "' is not a PNG or JPEG file (it starts with bytes ", head,
+                    "; PNG starts with 89 50 4e 47, JPEG with ff d8 ff)");
+}
+
+void check_pixels(uint64_t width, uint64_t height, const ImageReadOptions& options, const std::string& path,
+                  const char* format) {
+  TORCH_CHECK_VALUE(width > 0 && height > 0, "image file '", path, "' is a ", format, " of size ", width, "x",
+                    height, ": expected a non-empty image");
+  const uint64_t pixels = width * height;  // < 2^62: both sides < 2^31 (PNG), < 2^16 (JPEG)
+  TORCH_CHECK_VALUE(options.max_pixels <= 0 || pixels <= static_cast<uint64_t>(options.max_pixels), "image file '",
+                    path, "' is a ", format, " of ", width, "x", height, " = ", pixels,
+                    " pixels, more than max_pixels = ", options.max_pixels,
+                    " (a decompression bomb? raise ImageReadOptions::max_pixels to read it)");
+}
+
+// A decoded image: (H, W, C) uint8 with C = 1 (grey), 2 (grey, alpha), 3 (RGB), 4 (RGBA).
+using Hwc = at::Tensor;
+
+// ---- PNG --------------------------------------------------------------------------
+
+// Everything a PNG stage touches: plain data only (see the comment at the top).
+struct PngState {
+  png_structp png;
+  png_infop info;
+  const unsigned char* data;
+  size_t size;
+  size_t pos;
+  png_uint_32 width, height;
+  int bit_depth, color_type, interlace, channels;
+  char message[256];
+};
+
+[[noreturn]] void png_on_error(png_structp png, png_const_charp msg) {
+  auto* s = static_cast<PngState*>(png_get_error_ptr(png));
+  std::snprintf(s->message, sizeof(s->message), "%s", msg ? msg : "unknown libpng error");
+  png_longjmp(png, 1);
+}
+
+// libpng's default warning handler writes to stderr; a library stays quiet. libpng's own
+// warnings (bad ancillary chunk CRC, too much image data, ...) do not stop the decode, as in PIL.
+void png_on_warning(png_structp, png_const_charp) {}
+
+void png_read_memory(png_structp png, png_bytep out, size_t n) {
+  auto* s = static_cast<PngState*>(png_get_io_ptr(png));
+  if (n > s->size - s->pos) png_error(png, "unexpected end of data (the file is truncated)");
+  std::memcpy(out, s->data + s->pos, n);
+  s->pos += n;
+}
+
+// Stage 1: the header, then the transformations to 8-bit grey / grey+alpha / RGB / RGBA.
+bool png_stage_header(PngState* s) {
+  if (setjmp(png_jmpbuf(s->png))) return false;
+  png_set_read_fn(s->png, s, &png_read_memory);
+  // The dimensions are checked against max_pixels by the caller; lift libpng's own
+  // 1e6 x 1e6 limit so that the caller's message is the one users see.
+  png_set_user_limits(s->png, 0x7fffffff, 0x7fffffff);
+  png_read_info(s->png, s->info);
+  png_get_IHDR(s->png, s->info, &s->width, &s->height, &s->bit_depth, &s->color_type, &s->interlace, nullptr,
+               nullptr);
+  return true;
+}
+
+bool png_stage_transform(PngState* s) {
+  if (setjmp(png_jmpbuf(s->png))) return false;
+  // Palette -> RGB (RGBA with tRNS), grey < 8 bit -> 8 bit by bit replication (as PIL's
+  // "L;2" / "L;4" unpackers), tRNS -> alpha. No gamma transformation is set up, so no
+  // gamma or ICC correction happens (as PIL).
+  png_set_expand(s->png);
+  png_set_scale_16(s->png);  // (v * 255 + 32895) >> 16, equal to (v * 255 + 32767) / 65535
+  png_set_interlace_handling(s->png);
+  png_read_update_info(s->png, s->info);
+  s->channels = png_get_channels(s->png, s->info);
+  return true;
+}
+
+// Stage 2: the pixels. Trailing chunks (and a missing IEND) are not read, as in PIL.
+bool png_stage_pixels(PngState* s, png_bytepp rows) {
+  if (setjmp(png_jmpbuf(s->png))) return false;
+  png_read_image(s->png, rows);
+  return true;
+}
+
+struct PngGuard {
+  PngState* s;
+  ~PngGuard() { png_destroy_read_struct(&s->png, s->info ? &s->info : nullptr, nullptr); }
+};
+
+uint32_t big_endian_u32(const unsigned char* p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
+}
+
+Hwc decode_png(const std::vector<unsigned char>& bytes, const std::string& path, const ImageReadOptions& options) {
+  // IHDR must come first: check its size before libpng reads the chunks that follow.
+  if (bytes.size() >= 24 && std::memcmp(bytes.data() + 12, "IHDR", 4) == 0) {
+    check_pixels(big_endian_u32(bytes.data() + 16), big_endian_u32(bytes.data() + 20), options, path, "PNG");
+  }
+  PngState s;
+  std::memset(&s, 0, sizeof(s));
+  s.data = bytes.data();
+  s.size = bytes.size();
+  s.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &s, &png_on_error, &png_on_warning);
+  TORCH_CHECK(s.png != nullptr, "image file '", path, "': libpng could not be initialised (out of memory?)");
+  PngGuard guard{&s};
+  s.info = png_create_info_struct(s.png);
+  TORCH_CHECK(s.info != nullptr, "image file '", path, "': libpng could not be initialised (out of memory?)");
+
+  TORCH_CHECK_VALUE(png_stage_header(&s), "image file '", path, "' is a corrupt or truncated PNG: ", s.message);
+  check_pixels(s.width, s.height, options, path, "PNG");
+  TORCH_CHECK_VALUE(png_stage_transform(&s), "image file '", path, "' is a corrupt PNG: ", s.message);
+  TORCH_INTERNAL_ASSERT(s.channels >= 1 && s.channels <= 4, "libpng gave ", s.channels, " channels");
+  TORCH_INTERNAL_ASSERT(png_get_rowbytes(s.png, s.info) == size_t(s.width) * size_t(s.channels));
+
+  at::Tensor out = at::empty({int64_t(s.height), int64_t(s.width), s.channels}, at::kByte);
+  std::vector<png_bytep> rows(s.height);
+  const size_t stride = size_t(s.width) * size_t(s.channels);
+  for (size_t y = 0; y < rows.size(); ++y) rows[y] = out.data_ptr<uint8_t>() + y * stride;
+  TORCH_CHECK_VALUE(png_stage_pixels(&s, rows.data()), "image file '", path, "' is a corrupt or truncated PNG: ",
+                    s.message);
+  return out;
+}
+
+// ---- JPEG -------------------------------------------------------------------------
+
+struct JpegState {
+  jpeg_decompress_struct cinfo;
+  jpeg_error_mgr err;
+  std::jmp_buf jump;
+  bool finishing;  // reading what follows the last scan: running out of data is harmless
+  char message[JMSG_LENGTH_MAX];
+};
+
+// err is the first thing libjpeg sees; find the state around it.
+JpegState* jpeg_state(j_common_ptr c) {
+  return reinterpret_cast<JpegState*>(reinterpret_cast<char*>(c->err) - offsetof(JpegState, err));
+}
+
+[[noreturn]] void jpeg_on_error(j_common_ptr c) {
+  JpegState* s = jpeg_state(c);
+  (*c->err->format_message)(c, s->message);
+  std::longjmp(s->jump, 1);
+}
+
+// Warnings are tolerated (as PIL does: "extraneous bytes before marker", ...) except
+// running out of data: libjpeg would pad the image with grey, PIL reports the file as
+// truncated. Nothing is printed.
+void jpeg_on_message(j_common_ptr c, int level) {
+  if (level >= 0) return;  // trace messages
+  JpegState* s = jpeg_state(c);
+  if (c->err->msg_code == JWRN_JPEG_EOF && !s->finishing) {
+    (*c->err->format_message)(c, s->message);
+    std::longjmp(s->jump, 1);
+  }
+  c->err->num_warnings++;
+}
+
+void jpeg_on_output(j_common_ptr) {}
+
+bool jpeg_stage_header(JpegState* s, const unsigned char* data, size_t size) {
+  if (setjmp(s->jump)) return false;
+  jpeg_create_decompress(&s->cinfo);
+  jpeg_mem_src(&s->cinfo, data, static_cast<unsigned long>(size));
+  if (jpeg_read_header(&s->cinfo, TRUE) != JPEG_HEADER_OK) {
+    std::snprintf(s->message, sizeof(s->message), "no image in the stream (tables only)");
+    return false;
+  }
+  return true;
+}
+
+bool jpeg_stage_start(JpegState* s) {
+  if (setjmp(s->jump)) return false;
+  jpeg_start_decompress(&s->cinfo);
+  return true;
+}
+
+bool jpeg_stage_pixels(JpegState* s, unsigned char* out, size_t stride) {
+  if (setjmp(s->jump)) return false;
+  while (s->cinfo.output_scanline < s->cinfo.output_height) {
+    JSAMPROW row = out + size_t(s->cinfo.output_scanline) * stride;
+    jpeg_read_scanlines(&s->cinfo, &row, 1);
+  }
+  s->finishing = true;
+  jpeg_finish_decompress(&s->cinfo);
+  return true;
+}
+
+struct JpegGuard {
+  JpegState* s;
+  ~JpegGuard() { jpeg_destroy_decompress(&s->cinfo); }
+};
+
+// PIL reads CMYK JPEGs as Adobe's inverted CMYK ("CMYK;I") and converts to RGB with
+// cmyk2rgb: with the stored (inverted) c and k, R = k - (((255 - c) * k + 128) * 257 >> 16).
+Hwc cmyk_to_rgb(const at::Tensor& cmyk) {
+  at::Tensor v = cmyk.to(at::kInt);
+  at::Tensor k = v.narrow(2, 3, 1);
+  at::Tensor t = (255 - v.narrow(2, 0, 3)) * k + 128;
+  at::Tensor muldiv = (t.bitwise_right_shift(8) + t).bitwise_right_shift(8);
+  return (k - muldiv).clamp(0, 255).to(at::kByte);
+}
+
+Hwc decode_jpeg(const std::vector<unsigned char>& bytes, const std::string& path, const ImageReadOptions& options) {
+  JpegState s;
+  std::memset(&s, 0, sizeof(s));
+  s.cinfo.err = jpeg_std_error(&s.err);
+  s.err.error_exit = &jpeg_on_error;
+  s.err.emit_message = &jpeg_on_message;
+  s.err.output_message = &jpeg_on_output;
+  JpegGuard guard{&s};  // jpeg_destroy_decompress is a no-op on a zeroed, never-created struct
+
+  TORCH_CHECK_VALUE(bytes.size() <= std::numeric_limits<unsigned long>::max(), "image file '", path,
+                    "' is too large for libjpeg");
+  TORCH_CHECK_VALUE(jpeg_stage_header(&s, bytes.data(), bytes.size()), "image file '", path,
+                    "' is a corrupt or truncated JPEG: ", s.message);
+  check_pixels(s.cinfo.image_width, s.cinfo.image_height, options, path, "JPEG");
+
+  // PIL's settings: full size, accurate integer DCT, fancy upsampling, and its colour
+  // spaces (grey stays grey, CMYK/YCCK become CMYK, everything else RGB).
+  J_COLOR_SPACE space = s.cinfo.jpeg_color_space;
+  if (space == JCS_GRAYSCALE) {
+    s.cinfo.out_color_space = JCS_GRAYSCALE;
+  } else if (space == JCS_CMYK || space == JCS_YCCK) {
+    s.cinfo.out_color_space = JCS_CMYK;
+  } else {
+    s.cinfo.out_color_space = JCS_RGB;
+  }
+  s.cinfo.scale_num = 1;
+  s.cinfo.scale_denom = 1;
+  s.cinfo.dct_method = JDCT_ISLOW;
+  s.cinfo.do_fancy_upsampling = TRUE;
+  s.cinfo.do_block_smoothing = TRUE;
+
+  TORCH_CHECK_VALUE(jpeg_stage_start(&s), "image file '", path, "' is a corrupt or truncated JPEG: ", s.message);
+  const int channels = s.cinfo.output_components;
+  TORCH_INTERNAL_ASSERT(channels == 1 || channels == 3 || channels == 4, "libjpeg gave ", channels, " components");
+  at::Tensor out =
+      at::empty({int64_t(s.cinfo.output_height), int64_t(s.cinfo.output_width), channels}, at::kByte);
+  TORCH_CHECK_VALUE(jpeg_stage_pixels(&s, out.data_ptr<uint8_t>(), size_t(s.cinfo.output_width) * channels),
+                    "image file '", path, "' is a corrupt or truncated JPEG: ", s.message);
+  return channels == 4 ? cmyk_to_rgb(out) : out;
+}
+
+// ---- common -----------------------------------------------------------------------
+
+Hwc decode(const std::string& path, const ImageReadOptions& options) {
+  const std::vector<unsigned char> bytes = read_file(path);
+  return detect_format(bytes, path) == Format::Png ? decode_png(bytes, path, options)
+                                                   : decode_jpeg(bytes, path, options);
+}
+
+// PIL's convert("L"): L24 = (19595 R + 38470 G + 7471 B + 0x8000) >> 16.
+at::Tensor luminance(const Hwc& hwc) {
+  if (hwc.size(2) <= 2) return hwc.select(2, 0);
+  TORCH_INTERNAL_ASSERT(hwc.is_contiguous() && hwc.scalar_type() == at::kByte);
+  const int64_t n = hwc.size(0) * hwc.size(1), c = hwc.size(2);
+  at::Tensor out = at::empty({hwc.size(0), hwc.size(1)}, at::kByte);
+  const uint8_t* in = hwc.data_ptr<uint8_t>();
+  uint8_t* o = out.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < n; ++i, in += c) {
+    o[i] = static_cast<uint8_t>((in[0] * 19595u + in[1] * 38470u + in[2] * 7471u + 0x8000u) >> 16);
+  }
+  return out;
+}
+
+// Round half up (PIL's fixed-point rounding) and clamp to [0, 255].
+at::Tensor round_clamp(const at::Tensor& x) { return (x + 0.5).floor_().clamp_(0, 255); }
+
+// torchvision's CenterCrop offset int(round(diff / 2.0)): Python rounds ties to even.
+int64_t center_offset(int64_t diff) {
+  const int64_t k = diff / 2;
+  return (diff % 2 == 0 || k % 2 == 0) ? k : k + 1;
+}
+
+// PIL's nearest-neighbour source indices (ImagingScaleAffine): x = s / 2, then x += s per
+// output pixel, s = in / out, all in double; the index is floor(x). Mathematically the
+// centre rule floor((i + 0.5) s); accumulating in double as PIL does decides the ties
+// (centres falling exactly on a pixel boundary) the same way PIL does.
+at::Tensor nearest_indices(int64_t in, int64_t out) {
+  std::vector<int64_t> idx(static_cast<size_t>(out));
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  double x = scale * 0.5;
+  for (auto& v : idx) {
+    v = std::min(static_cast<int64_t>(x), in - 1);
+    x += scale;
+  }
+  return at::tensor(idx, at::kLong);
+}
+
+}  // namespace
+}  // namespace lake::detail::image_io
+
+namespace lake {
+
+at::Tensor read_image(const std::string& path, const ImageReadOptions& options) {
+  using namespace detail::image_io;
+  const Hwc hwc = decode(path, options);
+  const int64_t h = hwc.size(0), w = hwc.size(1);
+  switch (hwc.size(2)) {
+    case 1:
+    case 2:
+      return hwc.select(2, 0).unsqueeze(0).expand({3, h, w}).contiguous();
+    default:
+      return hwc.narrow(2, 0, 3).permute({2, 0, 1}).contiguous();
+  }
+}
+
+at::Tensor read_mask(const std::string& path, const ImageReadOptions& options) {
+  using namespace detail::image_io;
+  return luminance(decode(path, options)).gt(127).contiguous();
+}
+
+at::Tensor clip_preprocess(const at::Tensor& image, int64_t size, const float mean[3], const float stdev[3],
+                           bool center_crop) {
+  using namespace detail::image_io;
+  TORCH_CHECK_VALUE(image.defined(), "clip_preprocess: the image is an undefined tensor");
+  TORCH_CHECK_VALUE(image.dim() == 3 && image.size(0) == 3, "clip_preprocess: expected a (3, H, W) RGB image, got ",
+                    image.sizes());
+  TORCH_CHECK_VALUE(image.scalar_type() == at::kByte, "clip_preprocess: expected a uint8 image (as read_image "
+                    "returns), got ", image.scalar_type());
+  const int64_t h = image.size(1), w = image.size(2);
+  TORCH_CHECK_VALUE(h > 0 && w > 0, "clip_preprocess: expected a non-empty image, got ", image.sizes());
+  TORCH_CHECK_VALUE(size > 0, "clip_preprocess: size must be positive, got ", size);
+  TORCH_CHECK_VALUE(mean != nullptr && stdev != nullptr, "clip_preprocess: mean and std must point to 3 floats");
+  for (int c = 0; c < 3; ++c) {
+    TORCH_CHECK_VALUE(std::isfinite(mean[c]), "clip_preprocess: mean[", c, "] = ", mean[c], " is not finite");
+    TORCH_CHECK_VALUE(std::isfinite(stdev[c]) && stdev[c] > 0, "clip_preprocess: std[", c, "] = ", stdev[c],
+                      ", expected a positive number");
+  }
+
+  int64_t out_h = size, out_w = size;
+  if (center_crop) {  // torchvision Resize(size): the shorter side becomes size
+    if (w <= h) out_h = size * h / w;
+    else out_w = size * w / h;
+  }
+  // PIL's separable resize: two passes, each rounded to uint8 values. Computed in double
+  // so that only PIL's rounding, not ours, decides the result. Pillow (13) runs the vertical
+  // pass first when the height loses more than twice as many pixels as the width, else
+  // the horizontal one (measured against Pillow; older Pillow always goes horizontal first).
+  at::Tensor x = image.unsqueeze(0).to(at::kDouble);
+  const bool vertical_first = out_h < h && (h - out_h) > 2 * (w - out_w);
+  if (vertical_first) {
+    x = round_clamp(at::_upsample_bicubic2d_aa(x, {out_h, w}, /*align_corners=*/false));
+    if (out_w != w) x = round_clamp(at::_upsample_bicubic2d_aa(x, {out_h, out_w}, /*align_corners=*/false));
+  } else {
+    if (out_w != w) x = round_clamp(at::_upsample_bicubic2d_aa(x, {h, out_w}, /*align_corners=*/false));
+    if (out_h != h) x = round_clamp(at::_upsample_bicubic2d_aa(x, {out_h, out_w}, /*align_corners=*/false));
+  }
+  x = x.squeeze(0);
+  if (center_crop) {
+    x = x.narrow(1, center_offset(out_h - size), size).narrow(2, center_offset(out_w - size), size);
+  }
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(image.device());
+  at::Tensor m = at::tensor(std::vector<float>(mean, mean + 3), at::kFloat).to(opts.device()).view({3, 1, 1});
+  at::Tensor s = at::tensor(std::vector<float>(stdev, stdev + 3), at::kFloat).to(opts.device()).view({3, 1, 1});
+  // As ToTensor + Normalize: float32 x / 255, then (x - mean) / std.
+  return x.to(at::kFloat).div_(255).sub_(m).div_(s).contiguous();
+}
+
+at::Tensor resize_mask(const at::Tensor& mask, int64_t height, int64_t width) {
+  TORCH_CHECK_VALUE(mask.defined(), "resize_mask: the mask is an undefined tensor");
+  TORCH_CHECK_VALUE(mask.dim() == 2, "resize_mask: expected a (H, W) bool mask, got ", mask.sizes());
+  TORCH_CHECK_VALUE(mask.scalar_type() == at::kBool, "resize_mask: expected a bool mask, got ", mask.scalar_type());
+  TORCH_CHECK_VALUE(mask.size(0) > 0 && mask.size(1) > 0, "resize_mask: expected a non-empty mask, got ",
+                    mask.sizes());
+  TORCH_CHECK_VALUE(height > 0 && width > 0, "resize_mask: expected a positive output size, got ", height, "x",
+                    width);
+  using namespace detail::image_io;
+  at::Tensor rows = nearest_indices(mask.size(0), height).to(mask.device());
+  at::Tensor cols = nearest_indices(mask.size(1), width).to(mask.device());
+  return mask.index_select(0, rows).index_select(1, cols);
+}
+
+}  // namespace lake
+
+// jmorecfg.h's macros would leak into the next file of a unity build.
+#undef LOCAL
+#undef GLOBAL
+#undef EXTERN
+#undef METHODDEF
+#undef FAR

@@ -1,0 +1,356 @@
+// NormalityModel: fit (select neurons, build galleries, embed prompts), score (visual
+// nearest-neighbour deviation + semantic verification -> fused, upsampled, blurred map),
+// calibrate, explain. METHOD.md is the specification; tests/python/lake_reference.py is an
+// independent implementation the tests compare against.
+
+#include "lake/normality_model.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+#include "detail/normality_state.h"
+#include "detail/normality_ops.h"
+
+namespace lake {
+
+std::string to_string(Pooling p) { return p == Pooling::Top1Pct ? "top1pct" : "max"; }
+
+Pooling parse_pooling(const std::string& name) {
+  std::string s;
+  for (char c : name) s.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  if (s == "max") return Pooling::Max;
+  if (s == "top1pct" || s == "top1%") return Pooling::Top1Pct;
+  TORCH_CHECK_VALUE(false, "unknown pooling '", name, "': expected 'max' or 'top1pct'");
+}
+
+std::vector<std::string> default_prompts(const std::string& class_name, bool anomalous) {
+  static const char* normal_states[] = {"flawless {}", "perfect {}", "unblemished {}",
+                                        "{} without flaw", "{} without defect", "{} without damage"};
+  static const char* anomalous_states[] = {"damaged {}", "broken {}", "{} with flaw", "{} with defect",
+                                           "{} with damage"};
+  static const char* templates[] = {"a photo of a {}.",
+                                    "a cropped photo of the {}.",
+                                    "a close-up photo of a {}.",
+                                    "a bright photo of a {}.",
+                                    "a dark photo of the {}.",
+                                    "a photo of the {} for visual inspection.",
+                                    "a photo of a {} for anomaly detection."};
+  auto fill = [](std::string pattern, const std::string& value) {
+    const auto at = pattern.find("{}");
+    return at == std::string::npos ? pattern : pattern.replace(at, 2, value);
+  };
+  std::vector<std::string> out;
+  const auto& states = anomalous ? std::vector<const char*>(std::begin(anomalous_states), std::end(anomalous_states))
+                                 : std::vector<const char*>(std::begin(normal_states), std::end(normal_states));
+  for (const char* state : states)
+    for (const char* t : templates) out.push_back(fill(t, fill(state, class_name)));
+  return out;
+}
+
+namespace {
+
+using detail::gaussian_blur;
+using detail::nearest_distance;
+using detail::pool_image_score;
+
+std::vector<int64_t> resolve_layers(const NormalityOptions& o, int64_t depth) {
+  std::vector<int64_t> layers;
+  if (o.layers.empty()) {
+    for (int64_t q = 1; q <= 4; ++q) layers.push_back(std::max<int64_t>(1, depth * q / 4));
+  } else {
+    for (int64_t l : o.layers) layers.push_back(resolve_layer(l, depth));
+  }
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+  return layers;
+}
+
+int64_t default_image_size(const ClipConfig& c) {
+  if (c.patch_size == 14) return 518;
+  if (c.vision_width == 896 && c.patch_size == 16 && c.image_size == 240) return 240;
+  return c.image_size;
+}
+
+std::shared_ptr<NormalityModel::State> make_state(ClipModel model, NormalityOptions o) {
+  const ClipConfig& c = model.config();
+  TORCH_CHECK_VALUE(o.k >= 1, "NormalityModel: k must be >= 1, got ", o.k);
+  TORCH_CHECK_VALUE(o.text_weight >= 0.0 && o.text_weight <= 1.0, "NormalityModel: text_weight must lie in [0, 1], got ",
+                    o.text_weight);
+  TORCH_CHECK_VALUE(o.blur_sigma >= 0.0, "NormalityModel: blur_sigma must be >= 0, got ", o.blur_sigma);
+  TORCH_CHECK_VALUE(o.gallery_tile >= 1, "NormalityModel: gallery_tile must be >= 1, got ", o.gallery_tile);
+  std::vector<int64_t> layers = resolve_layers(o, c.vision_layers);
+  const int64_t size = o.image_size > 0 ? o.image_size : default_image_size(c);
+  TORCH_CHECK_VALUE(size % c.patch_size == 0, "NormalityModel: image_size ", size,
+                    " must be a multiple of the patch size ", c.patch_size);
+  const int64_t channels = o.kind == ProbeKind::Mlp ? 4 * c.vision_width : c.vision_width;
+  TORCH_CHECK_VALUE(o.k <= channels, "k = ", o.k, " neurons requested, but each tapped layer has ", channels,
+                    " channels (", to_string(o.kind), "): expected 1 <= k <= ", channels);
+  const int64_t semantic = o.semantic_layer != 0 ? resolve_layer(o.semantic_layer, c.vision_layers) : layers.back();
+  ProbeOptions po;
+  po.layers = layers;
+  po.kind = o.kind;
+  po.project_layer = semantic;
+  auto s = std::make_shared<NormalityModel::State>(std::move(model), o, layers, po);
+  s->image_size = size;
+  s->semantic_layer = semantic;
+  s->grid = size / c.patch_size;
+  s->normal_prompts = o.normal_prompts.empty() ? default_prompts(o.class_name, false) : o.normal_prompts;
+  s->anomaly_prompts = o.anomaly_prompts.empty() ? default_prompts(o.class_name, true) : o.anomaly_prompts;
+  return s;
+}
+
+// (B, 3, H, W) -> the backbone's (B, 3, S, S) input.
+at::Tensor to_backbone(const at::Tensor& images, int64_t size) {
+  TORCH_CHECK_VALUE(images.defined() && images.dim() == 4 && images.size(1) == 3,
+                    "expected (B, 3, H, W) CLIP-normalised images, got ",
+                    images.defined() ? images.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(at::isFloatingType(images.scalar_type()), "expected floating-point (CLIP-normalised) images, got ",
+                    images.scalar_type());
+  TORCH_CHECK_VALUE(images.size(2) > 0 && images.size(3) > 0, "expected non-empty images, got ", images.sizes());
+  auto x = images.to(at::kFloat);
+  if (x.size(2) == size && x.size(3) == size) return x;
+  return at::_upsample_bicubic2d_aa(x, {size, size}, /*align_corners=*/false);
+}
+
+at::Tensor embed_prompts(const ClipModel& model, const Tokenizer& tok, const std::vector<std::string>& prompts) {
+  TORCH_CHECK_VALUE(!prompts.empty(), "NormalityModel: the prompt list is empty");
+  auto e = model.encode_text(tok.tokenize(prompts)).to(at::kFloat);
+  e = e / e.norm(2, -1, true).clamp_min(1e-12);
+  auto m = e.mean(0);
+  return m / m.norm().clamp_min(1e-12);
+}
+
+// Per image, the backbone's taps (one image at a time: results do not depend on how
+// many images a call holds, bit for bit).
+ProbeResult probe_one(const NormalityModel::State& s, const at::Tensor& image) {
+  return s.probe(image.unsqueeze(0));
+}
+
+}  // namespace
+
+NormalityModel::NormalityModel(ClipModel model, NormalityOptions options)
+    : state_(make_state(std::move(model), std::move(options))) {}
+
+bool NormalityModel::is_fitted() const { return state_->fitted; }
+const NormalityOptions& NormalityModel::options() const { return state_->options; }
+const ClipModel& NormalityModel::model() const { return state_->model; }
+const std::vector<int64_t>& NormalityModel::layers() const { return state_->layers; }
+int64_t NormalityModel::image_size() const { return state_->image_size; }
+int64_t NormalityModel::semantic_layer() const { return state_->semantic_layer; }
+const NeuronSet& NormalityModel::neurons() const { return state_->neurons; }
+const std::vector<at::Tensor>& NormalityModel::galleries() const { return state_->galleries; }
+const at::Tensor& NormalityModel::text_embeddings() const { return state_->text; }
+const std::vector<std::string>& NormalityModel::normal_prompts() const { return state_->normal_prompts; }
+const std::vector<std::string>& NormalityModel::anomaly_prompts() const { return state_->anomaly_prompts; }
+int64_t NormalityModel::shots() const { return state_->shots; }
+std::optional<double> NormalityModel::image_threshold() const { return state_->image_threshold; }
+std::optional<double> NormalityModel::pixel_threshold() const { return state_->pixel_threshold; }
+
+void NormalityModel::set_thresholds(std::optional<double> image, std::optional<double> pixel) {
+  state_->image_threshold = image;
+  state_->pixel_threshold = pixel;
+}
+
+void NormalityModel::fit(const at::Tensor& normal_images) {
+  State& s = *state_;
+  TORCH_CHECK_VALUE(normal_images.defined() && normal_images.dim() == 4 && normal_images.size(1) == 3,
+                    "NormalityModel.fit: expected (k, 3, H, W) CLIP-normalised normal images, got ",
+                    normal_images.defined() ? normal_images.sizes() : at::IntArrayRef{});
+  const int64_t shots = normal_images.size(0);
+  const ClipConfig& c = s.model.config();
+  const bool need_text = shots == 0 || s.options.text_weight > 0;
+
+  // Text embeddings: needed when the semantic branch counts; computed whenever possible.
+  std::shared_ptr<const Tokenizer> tok = s.model.tokenizer();
+  if (!s.options.vocabulary.empty()) tok = std::make_shared<const Tokenizer>(Tokenizer::from_file(s.options.vocabulary));
+  at::Tensor text;
+  if (c.has_text() && tok) {
+    text = at::stack({embed_prompts(s.model, *tok, s.normal_prompts), embed_prompts(s.model, *tok, s.anomaly_prompts)});
+  } else {
+    TORCH_CHECK_VALUE(!need_text, "NormalityModel.fit: the semantic branch (text_weight = ", s.options.text_weight,
+                      shots == 0 ? ", zero-shot" : "", ") needs ",
+                      c.has_text() ? "a BPE vocabulary: set the `vocabulary` option (CLIP's bpe_simple_vocab_16e6.txt.gz)"
+                                   : "the CLIP text tower, which this archive lacks or was not loaded");
+  }
+
+  NeuronSet neurons;
+  std::vector<at::Tensor> galleries;
+  if (shots > 0) {
+    // Pass 1: streamed float64 statistics. The taps of each image are kept for pass 2
+    // when they fit in `kKeepBytes`, else the backbone runs again.
+    constexpr int64_t kKeepBytes = int64_t(1) << 30;
+    SensitivitySelector selector({s.options.k, s.options.score, s.options.seed}, s.options.kind);
+    std::vector<ProbeResult> kept;
+    int64_t kept_bytes = 0;
+    bool keep = true;
+    for (int64_t i = 0; i < shots; ++i) {
+      ProbeResult r = probe_one(s, to_backbone(normal_images.slice(0, i, i + 1), s.image_size)[0]);
+      for (size_t l = 0; l < r.layers.size(); ++l) {
+        selector.update(r.layers[l], r.activations[l]);
+        kept_bytes += r.activations[l].numel() * r.activations[l].element_size();
+      }
+      keep = keep && kept_bytes <= kKeepBytes;
+      if (keep) kept.push_back(std::move(r));
+      else kept.clear();
+    }
+    neurons = selector.select();
+    // Pass 2: per layer, the selected channels of every normal patch, L2-normalised.
+    std::vector<std::vector<at::Tensor>> rows(neurons.layers.size());
+    for (int64_t i = 0; i < shots; ++i) {
+      ProbeResult r = keep ? std::move(kept[i]) : probe_one(s, to_backbone(normal_images.slice(0, i, i + 1), s.image_size)[0]);
+      for (size_t l = 0; l < neurons.layers.size(); ++l) {
+        auto f = r.activations[l][0].index_select(1, neurons.layers[l].indices.to(r.activations[l].device()));
+        rows[l].push_back(detail::l2_normalize(f.to(at::kFloat)));
+      }
+    }
+    for (auto& r : rows) galleries.push_back(at::cat(r, 0).contiguous());
+  }
+  s.neurons = std::move(neurons);
+  s.galleries = std::move(galleries);
+  s.text = text;
+  s.shots = shots;
+  s.image_threshold.reset();
+  s.pixel_threshold.reset();
+  s.fitted = true;
+}
+
+namespace detail {
+
+// Per image: the patch-level visual (h, w) and semantic (h, w) scores at the backbone
+// grid. `exclude_image`: leave-one-out, the gallery rows of that fit image are skipped.
+std::pair<at::Tensor, at::Tensor> patch_scores(const NormalityModel::State& s, const at::Tensor& backbone_image,
+                                               int64_t exclude_image) {
+  ProbeResult r = probe_one(s, backbone_image);
+  const int64_t n = r.grid_h * r.grid_w;
+  at::Tensor visual, semantic;
+  if (s.shots > 0) {
+    for (size_t l = 0; l < s.neurons.layers.size(); ++l) {
+      auto f = r.activations[l][0].index_select(1, s.neurons.layers[l].indices.to(r.activations[l].device()));
+      const int64_t lo = exclude_image >= 0 ? exclude_image * n : 0, hi = exclude_image >= 0 ? lo + n : 0;
+      auto d = nearest_distance(l2_normalize(f.to(at::kFloat)), s.galleries[l], s.options.gallery_tile, lo, hi);
+      visual = visual.defined() ? visual + d : d;
+    }
+    visual = (visual / static_cast<double>(s.neurons.layers.size())).view({r.grid_h, r.grid_w});
+  }
+  if (s.text.defined()) {
+    auto z = l2_normalize(r.projected[0].to(at::kFloat));
+    auto logits = at::matmul(z, s.text.t()) * 100.0;
+    semantic = at::softmax(logits, -1).select(1, 1).contiguous().view({r.grid_h, r.grid_w});
+  }
+  return {visual, semantic};
+}
+
+}  // namespace detail
+
+namespace {
+
+// Patch scores (h, w) -> (H, W) map: bilinear upsampling, Gaussian blur.
+at::Tensor to_map(const at::Tensor& patch, int64_t H, int64_t W, double sigma) {
+  auto up = at::upsample_bilinear2d(patch.view({1, 1, patch.size(0), patch.size(1)}), {H, W}, /*align_corners=*/false);
+  return gaussian_blur(up, sigma)[0][0];
+}
+
+Prediction score_impl(const NormalityModel::State& s, const at::Tensor& images, bool with_branches,
+                      int64_t exclude_first) {
+  TORCH_CHECK(s.fitted, "NormalityModel.score: the model is not fitted: call fit(normal_images) first");
+  auto x = to_backbone(images, s.image_size);
+  const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
+  TORCH_CHECK_VALUE(B > 0, "NormalityModel.score: expected a non-empty batch of images, got shape ", images.sizes());
+  const double lambda = s.shots > 0 ? s.options.text_weight : 1.0;
+  std::vector<at::Tensor> maps, scores, vmaps, smaps;
+  for (int64_t i = 0; i < B; ++i) {
+    auto [visual, semantic] = detail::patch_scores(s, x[i], exclude_first >= 0 ? exclude_first + i : -1);
+    at::Tensor fused;
+    if (!visual.defined()) fused = semantic;
+    else if (!semantic.defined() || lambda == 0.0) fused = visual;
+    else fused = (1.0 - lambda) * visual + lambda * semantic;
+    at::Tensor map = to_map(fused, H, W, s.options.blur_sigma);
+    scores.push_back(pool_image_score(map, s.options.pooling));
+    maps.push_back(map);
+    if (with_branches) {
+      if (visual.defined()) vmaps.push_back(to_map(visual, H, W, s.options.blur_sigma));
+      if (semantic.defined()) smaps.push_back(to_map(semantic, H, W, s.options.blur_sigma));
+    }
+  }
+  Prediction p;
+  p.anomaly_map = at::stack(maps);
+  p.pred_score = at::stack(scores);
+  if (!vmaps.empty()) p.visual_map = at::stack(vmaps);
+  if (!smaps.empty()) p.semantic_map = at::stack(smaps);
+  if (s.image_threshold) p.pred_label = p.pred_score > *s.image_threshold;
+  if (s.pixel_threshold) p.pred_mask = p.anomaly_map > *s.pixel_threshold;
+  return p;
+}
+
+}  // namespace
+
+Prediction NormalityModel::score(const at::Tensor& images, bool with_branches) const {
+  return score_impl(*state_, images, with_branches, -1);
+}
+
+void NormalityModel::calibrate(const at::Tensor& normal_images, double q, bool leave_one_out) {
+  State& s = *state_;
+  TORCH_CHECK(s.fitted, "NormalityModel.calibrate: the model is not fitted: call fit(normal_images) first");
+  TORCH_CHECK_VALUE(q > 0.0 && q <= 1.0, "NormalityModel.calibrate: quantile must lie in (0, 1], got ", q);
+  TORCH_CHECK_VALUE(normal_images.defined() && normal_images.dim() == 4 && normal_images.size(0) > 0,
+                    "NormalityModel.calibrate: expected a non-empty (B, 3, H, W) batch of normal images, got ",
+                    normal_images.defined() ? normal_images.sizes() : at::IntArrayRef{});
+  if (leave_one_out) {
+    TORCH_CHECK_VALUE(s.shots > 1 && normal_images.size(0) == s.shots, "NormalityModel.calibrate: leave_one_out "
+                      "scores the fit images against the others: expected the ", s.shots,
+                      " fit images (and at least 2), got ", normal_images.size(0));
+  }
+  Prediction p = score_impl(s, normal_images, false, leave_one_out ? 0 : -1);
+  s.image_threshold = detail::quantile(p.pred_score, q);
+  s.pixel_threshold = detail::quantile(p.anomaly_map, q);
+}
+
+std::vector<NeuronDeviation> NormalityModel::explain(const at::Tensor& image, int64_t top) const {
+  const State& s = *state_;
+  TORCH_CHECK(s.fitted, "NormalityModel.explain: the model is not fitted: call fit(normal_images) first");
+  TORCH_CHECK(s.shots > 0, "NormalityModel.explain: a zero-shot model has no selected neurons to explain");
+  TORCH_CHECK_VALUE(top >= 1, "NormalityModel.explain: top must be >= 1, got ", top);
+  at::Tensor img = image.defined() && image.dim() == 3 ? image.unsqueeze(0) : image;
+  TORCH_CHECK_VALUE(img.defined() && img.dim() == 4 && img.size(0) == 1,
+                    "NormalityModel.explain: expected one (3, H, W) or (1, 3, H, W) image, got ",
+                    image.defined() ? image.sizes() : at::IntArrayRef{});
+  const int64_t H = img.size(2), W = img.size(3);
+  ProbeResult r = probe_one(s, to_backbone(img, s.image_size)[0]);
+  struct Item {
+    size_t layer_pos;
+    int64_t j;
+    double dev;
+  };
+  std::vector<Item> items;
+  std::vector<at::Tensor> z(s.neurons.layers.size());
+  for (size_t l = 0; l < s.neurons.layers.size(); ++l) {
+    const LayerNeurons& n = s.neurons.layers[l];
+    auto f = r.activations[l][0].index_select(1, n.indices.to(r.activations[l].device())).to(at::kCPU, at::kDouble);
+    z[l] = (f - n.mean).abs() / n.std.clamp_min(1e-12);  // (N, K)
+    auto dev = std::get<0>(z[l].max(0));
+    for (int64_t j = 0; j < dev.size(0); ++j) items.push_back({l, j, dev[j].item<double>()});
+  }
+  std::stable_sort(items.begin(), items.end(), [&](const Item& a, const Item& b) {
+    if (a.dev != b.dev) return a.dev > b.dev;
+    if (a.layer_pos != b.layer_pos) return s.neurons.layers[a.layer_pos].layer < s.neurons.layers[b.layer_pos].layer;
+    return a.j < b.j;
+  });
+  std::vector<NeuronDeviation> out;
+  for (size_t i = 0; i < items.size() && static_cast<int64_t>(i) < top; ++i) {
+    const Item& it = items[i];
+    const LayerNeurons& n = s.neurons.layers[it.layer_pos];
+    NeuronDeviation d;
+    d.layer = n.layer;
+    d.channel = n.indices[it.j].item<int64_t>();
+    d.deviation = it.dev;
+    auto grid = z[it.layer_pos].select(1, it.j).to(at::kFloat).view({1, 1, r.grid_h, r.grid_w});
+    d.map = at::upsample_bilinear2d(grid, {H, W}, /*align_corners=*/false)[0][0];
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+}  // namespace lake
