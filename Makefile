@@ -49,7 +49,7 @@ pytest: build
 test: ctest pytest
 
 demo: build
-	PYTHONPATH=python $(PY) examples/python/00_probe.py --workdir $(BUILD)/demo --cpp-example $(BUILD)/examples/00_probe
+	PYTHONPATH=python $(PY) examples/python/02_demo.py --workdir $(BUILD)/demo
 
 clean:
 	rm -rf $(BUILD) python/pylake/_C*.so

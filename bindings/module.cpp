@@ -10,6 +10,7 @@ void bind_clip(py::module_& m);
 void bind_probe(py::module_& m);
 void bind_image(py::module_& m);
 void bind_normality(py::module_& m);
+void bind_metrics(py::module_& m);
 }  // namespace lake::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -39,4 +40,5 @@ PYBIND11_MODULE(_C, m) {
   lake::bindings::bind_probe(m);
   lake::bindings::bind_image(m);
   lake::bindings::bind_normality(m);
+  lake::bindings::bind_metrics(m);
 }

@@ -10,3 +10,4 @@
 #include "lake/sensitivity_selector.h"
 #include "lake/normality_model.h"
 #include "lake/image_io.h"
+#include "lake/metrics.h"

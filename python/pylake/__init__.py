@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (loads LibTorch before the extension)
 
-from . import _C, export
+from . import _C, datasets, export, metrics, synthetic
 from ._clip import ClipModel, load_clip
 from ._normality import NormalityModel, Prediction, load_images
 from ._probe import NeuronProbe, ProbeResult

@@ -1,0 +1,52 @@
+// Bindings: evaluation metrics (lake::metrics), as names prefixed `metrics_` and the
+// ImageMetrics / PixelMetrics accumulators.
+#include <torch/extension.h>
+
+#include "lake/metrics.h"
+
+namespace py = pybind11;
+
+namespace lake::bindings {
+
+void bind_metrics(py::module_& m) {
+  using namespace lake::metrics;
+  m.def("metrics_auroc", &auroc, py::arg("scores"), py::arg("labels"), py::call_guard<py::gil_scoped_release>());
+  m.def("metrics_average_precision", &average_precision, py::arg("scores"), py::arg("labels"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("metrics_f1_max", &f1_max, py::arg("scores"), py::arg("labels"), py::call_guard<py::gil_scoped_release>());
+  m.def("metrics_connected_components", &connected_components, py::arg("mask"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("metrics_aupro", &aupro, py::arg("maps"), py::arg("masks"), py::arg("fpr_limit") = 0.3,
+        py::call_guard<py::gil_scoped_release>());
+
+  py::class_<ImageResult>(m, "ImageResult")
+      .def_readonly("auroc", &ImageResult::auroc)
+      .def_readonly("ap", &ImageResult::ap)
+      .def_readonly("f1_max", &ImageResult::f1_max);
+  py::class_<PixelResult>(m, "PixelResult")
+      .def_readonly("auroc", &PixelResult::auroc)
+      .def_readonly("ap", &PixelResult::ap)
+      .def_readonly("f1_max", &PixelResult::f1_max)
+      .def_readonly("aupro", &PixelResult::aupro);
+
+  py::class_<ImageMetrics>(m, "ImageMetrics")
+      .def(py::init<>())
+      .def("update", &ImageMetrics::update, py::arg("scores"), py::arg("labels"))
+      .def("compute", &ImageMetrics::compute)
+      .def("count", &ImageMetrics::count)
+      .def("reset", &ImageMetrics::reset);
+  py::class_<PixelMetrics>(m, "PixelMetrics")
+      .def(py::init<double, double, int64_t, double, int64_t>(), py::arg("lo") = 0.0, py::arg("hi") = 1.0,
+           py::arg("bins") = 10000, py::arg("fpr_limit") = 0.3, py::arg("exact_limit") = int64_t{1} << 21)
+      .def("update", &PixelMetrics::update, py::arg("maps"), py::arg("masks"), py::call_guard<py::gil_scoped_release>())
+      .def("compute", &PixelMetrics::compute, py::call_guard<py::gil_scoped_release>())
+      .def("reset", &PixelMetrics::reset)
+      .def("is_exact", &PixelMetrics::is_exact)
+      .def("state_bytes", &PixelMetrics::state_bytes)
+      .def_property_readonly("pixels", &PixelMetrics::pixels)
+      .def_property_readonly("lo", &PixelMetrics::lo)
+      .def_property_readonly("hi", &PixelMetrics::hi)
+      .def_property_readonly("bins", &PixelMetrics::bins);
+}
+
+}  // namespace lake::bindings
