@@ -7,6 +7,7 @@
 #include <cctype>
 #include <sstream>
 
+#include "detail/strings.h"
 #include "detail/clip_archive.h"
 #include "detail/clip_impl.h"
 
@@ -15,8 +16,7 @@ namespace lake {
 std::string to_string(Activation a) { return a == Activation::GELU ? "gelu" : "quick_gelu"; }
 
 Activation parse_activation(const std::string& name) {
-  std::string s;
-  for (char c : name) s.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  const std::string s = detail::lower(name);
   if (s == "quick_gelu" || s == "quickgelu") return Activation::QuickGELU;
   if (s == "gelu") return Activation::GELU;
   TORCH_CHECK_VALUE(false, "unknown activation '", name, "': expected 'quick_gelu' or 'gelu'");

@@ -5,15 +5,15 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cctype>
+
+#include "detail/strings.h"
 
 namespace lake {
 
 std::string to_string(ProbeKind k) { return k == ProbeKind::Mlp ? "mlp" : "residual"; }
 
 ProbeKind parse_probe_kind(const std::string& name) {
-  std::string s;
-  for (char c : name) s.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  const std::string s = detail::lower(name);
   if (s == "residual") return ProbeKind::Residual;
   if (s == "mlp") return ProbeKind::Mlp;
   TORCH_CHECK_VALUE(false, "unknown probe kind '", name, "': expected 'residual' or 'mlp'");

@@ -11,6 +11,7 @@
 #include <cctype>
 #include <cmath>
 
+#include "detail/strings.h"
 #include "detail/normality_state.h"
 #include "detail/normality_ops.h"
 
@@ -19,8 +20,7 @@ namespace lake {
 std::string to_string(Pooling p) { return p == Pooling::Top1Pct ? "top1pct" : "max"; }
 
 Pooling parse_pooling(const std::string& name) {
-  std::string s;
-  for (char c : name) s.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  const std::string s = detail::lower(name);
   if (s == "max") return Pooling::Max;
   if (s == "top1pct" || s == "top1%") return Pooling::Top1Pct;
   TORCH_CHECK_VALUE(false, "unknown pooling '", name, "': expected 'max' or 'top1pct'");

@@ -9,6 +9,8 @@
 #include <numeric>
 #include <random>
 
+#include "detail/strings.h"
+
 namespace lake {
 
 std::string to_string(SensitivityScore s) {
@@ -22,8 +24,7 @@ std::string to_string(SensitivityScore s) {
 }
 
 SensitivityScore parse_sensitivity_score(const std::string& name) {
-  std::string s;
-  for (char c : name) s.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  const std::string s = detail::lower(name);
   if (s == "variance") return SensitivityScore::Variance;
   if (s == "normalized_variance" || s == "normalised_variance") return SensitivityScore::NormalizedVariance;
   if (s == "cv" || s == "coefficient_of_variation") return SensitivityScore::CoefficientOfVariation;

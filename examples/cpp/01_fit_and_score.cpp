@@ -1,11 +1,14 @@
 // Fit a LAKE normality model on a few normal images, calibrate it, score a test split.
 //
-//   01_fit_and_score MODEL.pt DATA_DIR [CATEGORY=grid] [SHOTS=7] [IMAGE_SIZE=0]
+//   01_fit_and_score MODEL.pt DATA_DIR [CATEGORY=grid] [SHOTS=7] [IMAGE_SIZE=0] [OUT.lake]
 //
-// DATA_DIR is an MVTec-style folder (<category>/train/good, <category>/test/<defect>).
-// Prints the same lines as examples/python/01_fit_and_score.py (its Python twin, which
-// also writes heatmap PNGs): `fit: ...`, `calibrate: ...`, one `defect/name score label`
-// line per test image, then the image AUROC. IMAGE_SIZE 0 = the library's default.
+// DATA_DIR is an MVTec-style folder (<category>/train/good, <category>/test/<defect>,
+// <category>/ground_truth/<defect>/<stem>_mask.png). Fits, calibrates, saves the model to
+// OUT.lake (default: <category>.lake in the working folder), loads it back, scores the test
+// split with the loaded model and computes the metrics with lake::metrics. Prints the same
+// lines as examples/python/01_fit_and_score.py (its Python twin, which also writes heatmap
+// PNGs): `fit: ...`, `calibrate: ...`, one `defect/name score label` line per test image,
+// then the image AUROC (and here the pixel metrics). IMAGE_SIZE 0 = the library's default.
 #include <lake/image_io.h>
 #include <lake/lake.h>
 
@@ -41,18 +44,14 @@ at::Tensor load(const std::vector<fs::path>& files, const lake::ClipConfig& c, i
   return at::stack(xs);
 }
 
-// Mann-Whitney U: the probability that a defective image outscores a good one (ties: 1/2).
-double auroc(const std::vector<double>& s, const std::vector<int>& y) {
-  double wins = 0;
-  int64_t pos = 0, neg = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (!y[i]) continue;
-    ++pos;
-    for (size_t j = 0; j < s.size(); ++j)
-      if (!y[j]) wins += s[i] > s[j] ? 1.0 : s[i] == s[j] ? 0.5 : 0.0;
+// The ground-truth mask of a test image at size x size (zeros for "good"), or undefined.
+at::Tensor mask_for(const fs::path& cat, const std::string& defect, const fs::path& image, int64_t size) {
+  if (defect == "good") return at::zeros({size, size}, at::kBool);
+  for (const std::string& name : {image.stem().string() + "_mask.png", image.stem().string() + ".png"}) {
+    const fs::path p = cat / "ground_truth" / defect / name;
+    if (fs::exists(p)) return lake::resize_mask(lake::read_mask(p.string()), size, size);
   }
-  for (int v : y) neg += !v;
-  return pos && neg ? wins / static_cast<double>(pos * neg) : NAN;
+  return {};
 }
 
 }  // namespace
@@ -67,6 +66,7 @@ int main(int argc, char** argv) {
     const std::string category = argc > 3 ? argv[3] : "grid";
     const int64_t shots = argc > 4 ? std::stoll(argv[4]) : 7;
     const int64_t image_size = argc > 5 ? std::stoll(argv[5]) : 0;
+    const std::string out = argc > 6 ? argv[6] : category + ".lake";
     const fs::path cat = fs::path(argv[2]) / category;
 
     lake::ClipModel clip = lake::load_clip(argv[1]);
@@ -93,7 +93,11 @@ int main(int argc, char** argv) {
                   *model.pixel_threshold());
     }
 
-    // 3. Score the test split.
+    // 3. Save, and load back: what a deployment would do.
+    model.save(out);
+    lake::NormalityModel loaded = lake::NormalityModel::load(out, clip);
+
+    // 4. Score the test split with the loaded model; image and pixel metrics.
     std::vector<std::pair<std::string, fs::path>> tests;
     std::vector<fs::path> dirs;
     for (const auto& d : fs::directory_iterator(cat / "test"))
@@ -103,16 +107,22 @@ int main(int argc, char** argv) {
       for (const auto& f : image_files(d)) tests.emplace_back(d.filename().string(), f);
     std::vector<fs::path> files;
     for (const auto& t : tests) files.push_back(t.second);
-    lake::Prediction p = model.score(load(files, clip.config(), model.image_size()));
+    lake::Prediction p = loaded.score(load(files, clip.config(), loaded.image_size()));
     std::vector<double> scores;
     std::vector<int> truth;
+    lake::metrics::PixelMetrics pixel;
     for (size_t i = 0; i < tests.size(); ++i) {
       scores.push_back(p.pred_score[static_cast<int64_t>(i)].item<double>());
       truth.push_back(tests[i].first != "good");
       const char* word = !p.pred_label.defined() ? "-" : p.pred_label[static_cast<int64_t>(i)].item<bool>() ? "anomalous" : "normal";
       std::printf("%s/%s %.6f %s\n", tests[i].first.c_str(), tests[i].second.filename().c_str(), scores.back(), word);
+      at::Tensor mask = mask_for(cat, tests[i].first, tests[i].second, loaded.image_size());
+      if (mask.defined()) pixel.update(p.anomaly_map.slice(0, i, i + 1), mask.unsqueeze(0));
     }
-    std::printf("image AUROC: %.4f\n", auroc(scores, truth));
+    const double image_auroc = lake::metrics::auroc(at::tensor(scores, at::kDouble), at::tensor(truth, at::kInt));
+    std::printf("image AUROC: %.4f\n", image_auroc);
+    const lake::metrics::PixelResult px = pixel.compute();
+    std::printf("pixel AUROC: %.4f, AUPRO: %.4f (model saved to %s)\n", px.auroc, px.aupro, out.c_str());
   } catch (const c10::Error& e) {
     std::cerr << "error: " << e.what_without_backtrace() << "\n";
     return 1;

@@ -61,6 +61,9 @@ struct NeuronDeviation {
   at::Tensor map;        ///< (H, W) float32 per-pixel deviation at the image's resolution
 };
 
+/// Copies share one state (like ClipModel): fitting a copy refits the original. `score`,
+/// `explain` and `save` are const and safe from several threads at once; `fit`,
+/// `calibrate` and `set_thresholds` must not run concurrently with anything else.
 class NormalityModel {
  public:
   NormalityModel(ClipModel model, NormalityOptions options = {});
