@@ -17,7 +17,7 @@ constexpr double kLayerNormEps = 1e-5;
 
 at::Tensor activation(const at::Tensor& x, Activation a) {
   if (a == Activation::GELU) return at::gelu(x);
-  return x * at::sigmoid(x * 1.702);
+  return at::sigmoid(x * 1.702).mul_(x);  // QuickGELU, one temporary fewer than x * sigmoid(1.702 x)
 }
 
 // Multi-head self-attention of the OpenAI block, batch-first: (B, S, W) -> (B, S, W).
