@@ -96,7 +96,6 @@ std::shared_ptr<NormalityModel::State> make_state(ClipModel model, NormalityOpti
   auto s = std::make_shared<NormalityModel::State>(std::move(model), o, layers, po);
   s->image_size = size;
   s->semantic_layer = semantic;
-  s->grid = size / c.patch_size;
   s->normal_prompts = o.normal_prompts.empty() ? default_prompts(o.class_name, false) : o.normal_prompts;
   s->anomaly_prompts = o.anomaly_prompts.empty() ? default_prompts(o.class_name, true) : o.anomaly_prompts;
   return s;

@@ -17,25 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "python"))
 import pylake  # noqa: E402
-
-
-def preprocess(path: Path, size: int, mean, std) -> torch.Tensor:
-    """CLIP's preprocessing: RGB, shorter side to `size` (bicubic), centre crop, normalise."""
-    img = Image.open(path).convert("RGB")
-    w, h = img.size
-    s = size / min(w, h)
-    img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3)
-    x = x.permute(2, 0, 1).float() / 255.0
-    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
 def generated_model(workdir: Path) -> Path:
@@ -85,7 +70,9 @@ def main() -> int:
     defect_dir = sorted(d for d in (cat / "test").iterdir() if d.name != "good")[0]
     defective = sorted(defect_dir.iterdir())[0]
     size = c.image_size
-    load = lambda p: preprocess(p, size, c.image_mean, c.image_std)  # noqa: E731
+    # CLIP's preprocessing (shorter side to `size`, centre crop, normalise), in C++.
+    load = lambda p: pylake.clip_preprocess(pylake.read_image(p), size, c.image_mean, c.image_std,  # noqa: E731
+                                            center_crop=True)
     train = torch.stack([load(p) for p in normal])
     tests = torch.stack([load(held_out), load(defective)])
     print(f"images: {len(normal)} normal from {cat / 'train' / 'good'}, test: {held_out.name} (good), "

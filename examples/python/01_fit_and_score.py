@@ -25,21 +25,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
-
-import numpy as np
-import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "python"))
 import pylake  # noqa: E402
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-
-def image_files(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+from pylake.datasets import image_files  # noqa: E402
+from pylake.evaluate import write_heatmap  # noqa: E402
+from pylake.metrics import image_auroc  # noqa: E402
 
 
 def generated_model(out: Path) -> Path:
@@ -54,47 +46,6 @@ def generated_model(out: Path) -> Path:
         export_clip(clip_factory.make_clip("tiny14", seed=0), path,
                     source="random weights (examples/python/01_fit_and_score.py)")
     return path
-
-
-def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Image AUROC by the rank-sum (Mann-Whitney U) formula; tied scores share their mean rank."""
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks (1-based) over runs of equal scores
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def jet(x: np.ndarray) -> np.ndarray:
-    """(H, W) values in [0, 1] -> (H, W, 3) uint8, the classic "jet" colour map."""
-    x = np.clip(x, 0.0, 1.0)[..., None]
-    rgb = np.clip(1.5 - np.abs(4.0 * x - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-    return (rgb * 255.0 + 0.5).astype(np.uint8)
-
-
-def write_overlay(path: Path, image: Path, amap: torch.Tensor, lo: float, hi: float, mask: Optional[Path]) -> None:
-    """One PNG: the image, the map blended over it (scaled lo..hi), the ground-truth mask."""
-    h, w = amap.shape
-    base = Image.open(image).convert("RGB").resize((w, h), Image.BICUBIC)
-    heat = Image.fromarray(jet((amap.numpy() - lo) / max(hi - lo, 1e-12)))
-    panels = [base, Image.blend(base, heat, 0.5)]
-    if mask is not None and mask.exists():
-        panels.append(Image.open(mask).convert("L").resize((w, h), Image.NEAREST).convert("RGB"))
-    sheet = Image.new("RGB", (w * len(panels), h))
-    for i, p in enumerate(panels):
-        sheet.paste(p, (i * w, 0))
-    sheet.save(path)
 
 
 def main() -> int:
@@ -161,7 +112,7 @@ def main() -> int:
         word = "-" if label is None else ("anomalous" if label else "normal")
         print(f"{defect}/{p.name} {s:.6f} {word}")
     truth = [int(defect != "good") for defect, _ in tests]
-    print(f"image AUROC: {auroc(scores, truth):.4f} ({sum(truth)} defective, {len(truth) - sum(truth)} good; "
+    print(f"image AUROC: {image_auroc(scores, truth):.4f} ({sum(truth)} defective, {len(truth) - sum(truth)} good; "
           f"{per_image_ms:.0f} ms per image)")
 
     # 4. Heatmaps: the first image of each test folder, one colour scale for all.
@@ -172,7 +123,7 @@ def main() -> int:
     for i in list(firsts.values())[: max(args.heatmaps, 0)]:
         defect, p = tests[i]
         target = out / f"heatmap_{defect}_{p.stem}.png"
-        write_overlay(target, p, pred.anomaly_map[i], lo, hi, cat / "ground_truth" / defect / f"{p.stem}_mask.png")
+        write_heatmap(target, p, pred.anomaly_map[i], lo, hi, cat / "ground_truth" / defect / f"{p.stem}_mask.png")
         print(f"wrote {target}")
     return 0
 

@@ -26,6 +26,11 @@ set_num_threads = _C.set_num_threads
 SensitivitySelector = _C.SensitivitySelector
 default_prompts = _C.default_prompts
 top_k_channels = _C.top_k_channels
+# Image decoding (libpng / libjpeg, identical to PIL on PNG and JPEG) and CLIP preprocessing.
+read_image = _C.read_image
+read_mask = _C.read_mask
+clip_preprocess = _C.clip_preprocess
+resize_mask = _C.resize_mask
 get_num_threads = _C.get_num_threads
 
 __all__ = [
@@ -34,12 +39,16 @@ __all__ = [
     "NormalityModel",
     "Prediction",
     "SensitivitySelector",
+    "clip_preprocess",
     "ProbeResult",
     "Tokenizer",
     "default_prompts",
     "default_vocabulary_path",
     "get_num_threads",
     "load_images",
+    "read_image",
+    "read_mask",
+    "resize_mask",
     "load_clip",
     "set_num_threads",
     "tokenize",

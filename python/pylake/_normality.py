@@ -12,9 +12,9 @@ import torch
 from . import _C
 from ._clip import ClipModel
 from ._tokenize import default_vocabulary_path
+from .datasets import image_paths
 
 ImagesLike = Union[torch.Tensor, str, os.PathLike, Sequence[Union[str, os.PathLike]]]
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -38,25 +38,13 @@ class Prediction:
     semantic_map: Optional[torch.Tensor] = None
 
 
-def _image_paths(images) -> Optional[List[Path]]:
-    if isinstance(images, (str, os.PathLike)):
-        p = Path(images)
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
-            if not files:
-                raise ValueError(f"no images (png, jpg, ...) found in folder '{p}'")
-            return files
-        return [p]
-    if isinstance(images, (list, tuple)) and all(isinstance(x, (str, os.PathLike)) for x in images):
-        return [Path(x) for x in images]
-    return None
-
-
-def load_images(paths: Sequence[Union[str, os.PathLike]], model: ClipModel, size: Optional[int] = None) -> torch.Tensor:
+def load_images(paths: Sequence[Union[str, os.PathLike]], model: ClipModel, size: Optional[int] = None,
+                if_mixed: Optional[int] = None) -> torch.Tensor:
     """Read image files into a ``(B, 3, H, W)`` CLIP-normalised float32 batch.
 
     ``size``: resize every image to ``size x size`` (antialiased bicubic, as CLIP's
-    preprocessing); ``None`` keeps the files' resolution, which must then agree.
+    preprocessing); ``None`` keeps the files' resolution, which must then agree, unless
+    ``if_mixed`` is given: files of different sizes are then all resized to that side.
     """
     from PIL import Image  # noqa: PLC0415
 
@@ -70,14 +58,20 @@ def load_images(paths: Sequence[Union[str, os.PathLike]], model: ClipModel, size
             raise ValueError(f"image file '{p}' does not exist") from None
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"image file '{p}' could not be decoded: {e}") from None
+        out.append(img)
+    sizes = {img.size for img in out}
+    if size is None and len(sizes) > 1:
+        if if_mixed is None:
+            raise ValueError(f"images of different sizes {sorted(sizes)} (width, height): pass size=..., or score "
+                             "them one at a time")
+        size = if_mixed
+    batch = []
+    for img in out:
         if size is not None and img.size != (size, size):
             img = img.resize((size, size), Image.BICUBIC)
         x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.size[1], img.size[0], 3)
-        out.append((x.permute(2, 0, 1).float() / 255.0 - mean) / std)
-    shapes = {tuple(x.shape) for x in out}
-    if len(shapes) > 1:
-        raise ValueError(f"images of different sizes {sorted(shapes)}: pass size=..., or score them one at a time")
-    return torch.stack(out)
+        batch.append((x.permute(2, 0, 1).float() / 255.0 - mean) / std)
+    return torch.stack(batch)
 
 
 class NormalityModel:
@@ -148,16 +142,11 @@ class NormalityModel:
         error, except for ``fit``, where they are resized to ``image_size`` first."""
         if isinstance(images, torch.Tensor):
             return images
-        paths = _image_paths(images)
-        if paths is None:
+        if not (isinstance(images, (str, os.PathLike)) or (
+                isinstance(images, (list, tuple)) and all(isinstance(x, (str, os.PathLike)) for x in images))):
             raise ValueError("expected images as a (B, 3, H, W) tensor, an image path, a folder, or a list of paths, "
                              f"got {type(images).__name__}")
-        try:
-            return load_images(paths, self.clip)
-        except ValueError as e:
-            if not (mixed_sizes_ok and "different sizes" in str(e)):
-                raise
-            return load_images(paths, self.clip, self.image_size)
+        return load_images(image_paths(images), self.clip, if_mixed=self.image_size if mixed_sizes_ok else None)
 
     # -- lifecycle ------------------------------------------------------------------------
     def fit(self, normal_images: ImagesLike) -> "NormalityModel":

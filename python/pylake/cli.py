@@ -22,6 +22,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from .datasets import image_paths
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -50,29 +52,11 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _files(items: Sequence[str]) -> List[Path]:
-    from .datasets import IMAGE_SUFFIXES  # noqa: PLC0415
-
-    out: List[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ValueError(f"no images found in folder '{p}'")
-            out.extend(found)
-        elif p.exists():
-            out.append(p)
-        else:
-            raise ValueError(f"image '{p}' does not exist")
-    return out
-
-
 def cmd_fit(args) -> int:
     import pylake  # noqa: PLC0415
 
     clip = pylake.load_clip(args.model)
-    normal = _files(args.normal)
+    normal = image_paths(args.normal)
     model = pylake.NormalityModel(clip, class_name=args.class_name, **_options(args))
     x = pylake.load_images(normal, clip, model.image_size)
     _say(f"fitting on {len(normal)} normal images at {model.image_size} px, layers {model.layers} ...")
@@ -94,7 +78,7 @@ def cmd_predict(args) -> int:
 
     clip = pylake.load_clip(args.model)
     model = pylake.NormalityModel.load(args.model_file, clip)
-    images = _files(args.images)
+    images = image_paths(args.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -48,6 +48,8 @@ __all__ = [
     "Category",
     "Sample",
     "few_shot",
+    "image_files",
+    "image_paths",
     "folder",
     "loco",
     "mvtec",
@@ -107,10 +109,33 @@ class Category:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _images(d: Path) -> List[Path]:
+def image_files(d: Path) -> List[Path]:
+    """The image files of a folder (by suffix, hidden files skipped), sorted; [] if not a folder."""
+    d = Path(d)
     if not d.is_dir():
         return []
     return sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+
+
+
+def image_paths(items: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
+    """Image inputs as files: a file, a folder (its images), or a list of either. A missing
+    file or a folder without images is a ValueError naming it."""
+    if isinstance(items, (str, os.PathLike)):
+        items = [items]
+    out: List[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = image_files(p)
+            if not found:
+                raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in folder '{p}'")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ValueError(f"image file '{p}' does not exist")
+    return out
 
 
 def _root(root: PathLike, what: str) -> Path:
@@ -156,7 +181,7 @@ def _category_dirs(root: Path, categories: Optional[Sequence[str]], what: str) -
 
 def _train_images(cat_dir: Path, what: str) -> List[Path]:
     for n in _NORMAL_NAMES:
-        files = _images(cat_dir / "train" / n)
+        files = image_files(cat_dir / "train" / n)
         if files:
             return files
     raise ValueError(
@@ -198,7 +223,7 @@ MASK_RULES: Dict[str, List[str]] = {
 
 def _loco_resolver(gt: Path, image: Path, defect: str) -> Optional[Path]:
     d = gt / defect / image.stem
-    if d.is_dir() and _images(d):
+    if d.is_dir() and image_files(d):
         return d  # official layout: a folder of masks, united by read_mask
     for s in _MASK_SUFFIXES:
         for name in (image.stem + s, image.stem + "_mask" + s):
@@ -220,7 +245,7 @@ def _layout_category(cat_dir: Path, resolver, what: str, allow_missing_masks: bo
     for d in sorted(p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         normal = d.name in _NORMAL_NAMES
         defect = "good" if normal else d.name
-        for img in _images(d):
+        for img in image_files(d):
             mask = None
             if not normal and has_masks:
                 mask = resolver(gt, img, d.name)
@@ -391,19 +416,19 @@ def folder(
     """
     what = f"folder '{name}'"
     nd = _root(normal_dir, what)
-    train = _images(nd)
+    train = image_files(nd)
     if not train:
         raise ValueError(f"{what}: empty category '{name}': no images in normal folder '{nd}'")
     test: List[Sample] = []
     if test_normal_dir is not None:
         tn = _root(test_normal_dir, what)
-        test += [Sample(p, 0, "good", None) for p in _images(tn)]
+        test += [Sample(p, 0, "good", None) for p in image_files(tn)]
     md = _root(mask_dir, what) if mask_dir is not None else None
     missing: List[str] = []
     if abnormal_dir is not None:
         ad = _root(abnormal_dir, what)
-        groups = [(ad.name, _images(ad), None)]
-        groups += [(d.name, _images(d), d.name) for d in sorted(ad.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        groups = [(ad.name, image_files(ad), None)]
+        groups += [(d.name, image_files(d), d.name) for d in sorted(ad.iterdir()) if d.is_dir() and not d.name.startswith(".")]
         for defect, files, sub in groups:
             for img in files:
                 mask = None
@@ -502,7 +527,7 @@ def read_mask(sample: Sample, height: int, width: int, allow_missing: bool = Fal
         raise ValueError(f"read_mask: anomalous image '{sample.path}' has no ground-truth mask")
     p = Path(sample.mask_path)
     if p.is_dir():
-        files = _images(p)
+        files = image_files(p)
         if not files:
             raise ValueError(f"read_mask: mask folder '{p}' (for '{sample.path}') contains no mask images")
         out = torch.zeros(height, width, dtype=torch.bool)

@@ -104,9 +104,10 @@ def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, 
 
 
 def write_heatmap(path: Path, image: Path, amap: torch.Tensor, lo: Optional[float] = None,
-                  hi: Optional[float] = None) -> Path:
-    """The image and its anomaly map blended over it (jet colours) side by side, as a PNG.
-    The colours span ``lo..hi`` (default: the map's own min..max, as anomalib shows maps)."""
+                  hi: Optional[float] = None, mask: Optional[Path] = None) -> Path:
+    """The image and its anomaly map blended over it (jet colours) side by side, and the
+    ground-truth ``mask`` as a third panel when that file exists, as a PNG. The colours span
+    ``lo..hi`` (default: the map's own min..max, as anomalib shows maps)."""
     from PIL import Image  # noqa: PLC0415
 
     h, w = amap.shape
@@ -116,9 +117,12 @@ def write_heatmap(path: Path, image: Path, amap: torch.Tensor, lo: Optional[floa
     x = ((amap - lo) / max(hi - lo, 1e-12)).clamp(0, 1).unsqueeze(-1)
     rgb = (1.5 - (4.0 * x - torch.tensor([3.0, 2.0, 1.0])).abs()).clamp(0, 1)
     heat = Image.fromarray((rgb * 255 + 0.5).to(torch.uint8).numpy())
-    sheet = Image.new("RGB", (2 * w, h))
-    sheet.paste(base, (0, 0))
-    sheet.paste(Image.blend(base, heat, 0.5), (w, 0))
+    panels = [base, Image.blend(base, heat, 0.5)]
+    if mask is not None and Path(mask).exists():
+        panels.append(Image.open(mask).convert("L").resize((w, h), Image.NEAREST).convert("RGB"))
+    sheet = Image.new("RGB", (w * len(panels), h))
+    for i, panel in enumerate(panels):
+        sheet.paste(panel, (i * w, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path

@@ -23,7 +23,6 @@ struct NormalityModel::State {
   // Fitted state.
   bool fitted = false;
   int64_t shots = 0;
-  int64_t grid = 0;                 // patches per side at image_size
   NeuronSet neurons;
   std::vector<at::Tensor> galleries;  // per layer (shots * N, K) float32
   at::Tensor text;                    // (2, E) float32, or undefined
