@@ -11,7 +11,7 @@ namespace lake::bindings {
 void bind_normality(py::module_& m) {
   py::class_<ChannelStats>(m, "ChannelStats")
       .def(py::init<>())
-      .def("update", &ChannelStats::update, py::arg("tokens"))
+      .def("update", &ChannelStats::update, py::arg("tokens"), py::arg("mask") = at::Tensor())
       .def("merge", &ChannelStats::merge, py::arg("other"))
       .def("variance", &ChannelStats::variance)
       .def_readonly("count", &ChannelStats::count)
@@ -65,7 +65,7 @@ void bind_normality(py::module_& m) {
                        const std::string& class_name, const std::vector<std::string>& normal_prompts,
                        const std::vector<std::string>& anomaly_prompts, int64_t semantic_layer,
                        const std::string& pooling, double blur_sigma, int64_t gallery_tile,
-                       const std::string& vocabulary) {
+                       int64_t batch_size, const std::string& vocabulary) {
              NormalityOptions o;
              o.layers = layers;
              o.k = k;
@@ -81,19 +81,22 @@ void bind_normality(py::module_& m) {
              o.pooling = parse_pooling(pooling);
              o.blur_sigma = blur_sigma;
              o.gallery_tile = gallery_tile;
+             o.batch_size = batch_size;
              o.vocabulary = vocabulary;
              return NormalityModel(model, o);
            }),
            py::arg("model"), py::arg("layers"), py::arg("k"), py::arg("score"), py::arg("seed"), py::arg("kind"),
            py::arg("image_size"), py::arg("text_weight"), py::arg("class_name"), py::arg("normal_prompts"),
            py::arg("anomaly_prompts"), py::arg("semantic_layer"), py::arg("pooling"), py::arg("blur_sigma"),
-           py::arg("gallery_tile"), py::arg("vocabulary"))
+           py::arg("gallery_tile"), py::arg("batch_size"), py::arg("vocabulary"))
       .def("fit", &NormalityModel::fit, py::arg("normal_images"), py::call_guard<py::gil_scoped_release>())
       .def("is_fitted", &NormalityModel::is_fitted)
       .def("score", &NormalityModel::score, py::arg("images"), py::arg("with_branches") = false,
            py::call_guard<py::gil_scoped_release>())
       .def("calibrate", &NormalityModel::calibrate, py::arg("normal_images"), py::arg("quantile") = 0.99,
            py::arg("leave_one_out") = false, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("batch_size", [](const NormalityModel& m) { return m.options().batch_size; })
+      .def_property_readonly("gallery_tile", [](const NormalityModel& m) { return m.options().gallery_tile; })
       .def_property_readonly("image_threshold", &NormalityModel::image_threshold)
       .def_property_readonly("pixel_threshold", &NormalityModel::pixel_threshold)
       .def("set_thresholds", &NormalityModel::set_thresholds, py::arg("image"), py::arg("pixel"))

@@ -11,6 +11,7 @@ void bind_probe(py::module_& m);
 void bind_image(py::module_& m);
 void bind_normality(py::module_& m);
 void bind_metrics(py::module_& m);
+void bind_ops(py::module_& m);
 }  // namespace lake::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -38,6 +39,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &lake::get_num_threads);
   lake::bindings::bind_clip(m);
   lake::bindings::bind_probe(m);
+  lake::bindings::bind_ops(m);
   lake::bindings::bind_image(m);
   lake::bindings::bind_normality(m);
   lake::bindings::bind_metrics(m);

@@ -120,6 +120,7 @@ void NormalityModel::save(const std::string& path) const {
   opts.insert("pooling", to_string(o.pooling));
   opts.insert("blur_sigma", o.blur_sigma);
   opts.insert("gallery_tile", o.gallery_tile);
+  opts.insert("batch_size", o.batch_size);
 
   c10::impl::GenericList neurons(c10::AnyType::get());
   for (const auto& n : s.neurons.layers) {
@@ -195,6 +196,8 @@ NormalityModel NormalityModel::load(const std::string& path, ClipModel model) {
   o.pooling = parse_pooling(field(od, "pooling", path).toStringRef());
   o.blur_sigma = field(od, "blur_sigma", path).toDouble();
   o.gallery_tile = field(od, "gallery_tile", path).toInt();
+  // Added after format 1 was first written: optional, files without it use the default.
+  if (od.contains("batch_size")) o.batch_size = od.at("batch_size").toInt();
 
   NormalityModel m(std::move(model), o);
   State& s = *m.state_;
@@ -212,7 +215,9 @@ NormalityModel NormalityModel::load(const std::string& path, ClipModel model) {
     n.std = field(d, "std", path).toTensor();
     s.neurons.layers.push_back(std::move(n));
   }
-  for (const auto& g : field(top, "galleries", path).toListRef()) s.galleries.push_back(g.toTensor().to(dev));
+  std::vector<at::Tensor> galleries;
+  for (const auto& g : field(top, "galleries", path).toListRef()) galleries.push_back(g.toTensor().to(dev));
+  s.set_galleries(std::move(galleries));
   const c10::IValue& text = field(top, "text_embeddings", path);
   if (!text.isNone()) s.text = text.toTensor().to(dev);
   const c10::IValue& it = field(top, "image_threshold", path);

@@ -14,6 +14,7 @@
 #include "detail/strings.h"
 #include "detail/normality_state.h"
 #include "detail/normality_ops.h"
+#include "lake/ops/ops.h"
 
 namespace lake {
 
@@ -52,8 +53,6 @@ std::vector<std::string> default_prompts(const std::string& class_name, bool ano
 
 namespace {
 
-using detail::gaussian_blur;
-using detail::nearest_distance;
 using detail::pool_image_score;
 
 std::vector<int64_t> resolve_layers(const NormalityOptions& o, int64_t depth) {
@@ -81,6 +80,7 @@ std::shared_ptr<NormalityModel::State> make_state(ClipModel model, NormalityOpti
                     o.text_weight);
   TORCH_CHECK_VALUE(o.blur_sigma >= 0.0, "NormalityModel: blur_sigma must be >= 0, got ", o.blur_sigma);
   TORCH_CHECK_VALUE(o.gallery_tile >= 1, "NormalityModel: gallery_tile must be >= 1, got ", o.gallery_tile);
+  TORCH_CHECK_VALUE(o.batch_size >= 1, "NormalityModel: batch_size must be >= 1, got ", o.batch_size);
   std::vector<int64_t> layers = resolve_layers(o, c.vision_layers);
   const int64_t size = o.image_size > 0 ? o.image_size : default_image_size(c);
   TORCH_CHECK_VALUE(size % c.patch_size == 0, "NormalityModel: image_size ", size,
@@ -122,10 +122,18 @@ at::Tensor embed_prompts(const ClipModel& model, const Tokenizer& tok, const std
   return m / m.norm().clamp_min(1e-12);
 }
 
-// Per image, the backbone's taps (one image at a time: results do not depend on how
-// many images a call holds, bit for bit).
-ProbeResult probe_one(const NormalityModel::State& s, const at::Tensor& image) {
-  return s.probe(image.unsqueeze(0));
+// The backbone's taps of `images` (B, 3, S, S), `batch_size` images per forward, handed
+// to `fn(taps, first)` chunk by chunk (first: the chunk's first image). With batch_size 1
+// the results do not depend on how many images a call holds, bit for bit.
+template <typename Fn>
+void for_each_chunk(const NormalityModel::State& s, const at::Tensor& images, Fn&& fn) {
+  const int64_t B = images.size(0), step = s.options.batch_size;
+  for (int64_t first = 0; first < B; first += step) fn(s.probe(images.slice(0, first, std::min(B, first + step))), first);
+}
+
+// Image j of a probe result, layer l: its selected channels, L2-normalised, (N, K) float32.
+at::Tensor sparse_tokens(const NormalityModel::State& s, const ProbeResult& r, size_t l, int64_t j) {
+  return ops::gather_normalize(r.activations[l][j], s.neurons.layers[l].indices);
 }
 
 }  // namespace
@@ -178,15 +186,15 @@ void NormalityModel::fit(const at::Tensor& normal_images) {
   NeuronSet neurons;
   std::vector<at::Tensor> galleries;
   if (shots > 0) {
-    // Pass 1: streamed float64 statistics. The taps of each image are kept for pass 2
-    // when they fit in `kKeepBytes`, else the backbone runs again.
+    // Pass 1: streamed float64 statistics. The taps are kept for pass 2 when they fit in
+    // `kKeepBytes`, else the backbone runs again.
     constexpr int64_t kKeepBytes = int64_t(1) << 30;
     SensitivitySelector selector({s.options.k, s.options.score, s.options.seed}, s.options.kind);
+    const at::Tensor x = to_backbone(normal_images, s.image_size);
     std::vector<ProbeResult> kept;
     int64_t kept_bytes = 0;
     bool keep = true;
-    for (int64_t i = 0; i < shots; ++i) {
-      ProbeResult r = probe_one(s, to_backbone(normal_images.slice(0, i, i + 1), s.image_size)[0]);
+    for_each_chunk(s, x, [&](ProbeResult r, int64_t) {
       for (size_t l = 0; l < r.layers.size(); ++l) {
         selector.update(r.layers[l], r.activations[l]);
         kept_bytes += r.activations[l].numel() * r.activations[l].element_size();
@@ -194,21 +202,24 @@ void NormalityModel::fit(const at::Tensor& normal_images) {
       keep = keep && kept_bytes <= kKeepBytes;
       if (keep) kept.push_back(std::move(r));
       else kept.clear();
-    }
+    });
     neurons = selector.select();
+    s.neurons = neurons;  // sparse_tokens reads the indices from the state
     // Pass 2: per layer, the selected channels of every normal patch, L2-normalised.
     std::vector<std::vector<at::Tensor>> rows(neurons.layers.size());
-    for (int64_t i = 0; i < shots; ++i) {
-      ProbeResult r = keep ? std::move(kept[i]) : probe_one(s, to_backbone(normal_images.slice(0, i, i + 1), s.image_size)[0]);
-      for (size_t l = 0; l < neurons.layers.size(); ++l) {
-        auto f = r.activations[l][0].index_select(1, neurons.layers[l].indices.to(r.activations[l].device()));
-        rows[l].push_back(detail::l2_normalize(f.to(at::kFloat)));
-      }
+    auto add_rows = [&](const ProbeResult& r) {
+      for (int64_t j = 0; j < r.activations[0].size(0); ++j)
+        for (size_t l = 0; l < neurons.layers.size(); ++l) rows[l].push_back(sparse_tokens(s, r, l, j));
+    };
+    if (keep) {
+      for (const auto& r : kept) add_rows(r);
+    } else {
+      for_each_chunk(s, x, [&](ProbeResult r, int64_t) { add_rows(r); });
     }
-    for (auto& r : rows) galleries.push_back(at::cat(r, 0).contiguous());
+    for (auto& r : rows) galleries.push_back(at::cat(r, 0));
   }
   s.neurons = std::move(neurons);
-  s.galleries = std::move(galleries);
+  s.set_galleries(std::move(galleries));
   s.text = text;
   s.shots = shots;
   s.image_threshold.reset();
@@ -216,40 +227,38 @@ void NormalityModel::fit(const at::Tensor& normal_images) {
   s.fitted = true;
 }
 
-namespace detail {
+namespace {
 
-// Per image: the patch-level visual (h, w) and semantic (h, w) scores at the backbone
-// grid. `exclude_image`: leave-one-out, the gallery rows of that fit image are skipped.
-std::pair<at::Tensor, at::Tensor> patch_scores(const NormalityModel::State& s, const at::Tensor& backbone_image,
+// Image j of a probe result: the patch-level visual (h, w) and semantic (h, w) scores at
+// the backbone grid. `exclude_image`: leave-one-out, the gallery rows of that fit image
+// are skipped.
+std::pair<at::Tensor, at::Tensor> patch_scores(const NormalityModel::State& s, const ProbeResult& r, int64_t j,
                                                int64_t exclude_image) {
-  ProbeResult r = probe_one(s, backbone_image);
   const int64_t n = r.grid_h * r.grid_w;
   at::Tensor visual, semantic;
   if (s.shots > 0) {
-    for (size_t l = 0; l < s.neurons.layers.size(); ++l) {
-      auto f = r.activations[l][0].index_select(1, s.neurons.layers[l].indices.to(r.activations[l].device()));
-      const int64_t lo = exclude_image >= 0 ? exclude_image * n : 0, hi = exclude_image >= 0 ? lo + n : 0;
-      auto d = nearest_distance(l2_normalize(f.to(at::kFloat)), s.galleries[l], s.options.gallery_tile, lo, hi);
-      visual = visual.defined() ? visual + d : d;
-    }
-    visual = (visual / static_cast<double>(s.neurons.layers.size())).view({r.grid_h, r.grid_w});
+    std::vector<at::Tensor> queries;
+    for (size_t l = 0; l < s.neurons.layers.size(); ++l) queries.push_back(sparse_tokens(s, r, l, j));
+    ops::NearestOptions no;
+    no.tile = s.options.gallery_tile;
+    if (exclude_image >= 0) no.exclude_lo = exclude_image * n, no.exclude_hi = no.exclude_lo + n;
+    // Every layer in one search: (L, N, K) queries against the (L, M, K) galleries.
+    const at::Tensor d = ops::nearest_neighbors(at::stack(queries), s.gallery, no).distance;
+    visual = d[0];
+    for (int64_t l = 1; l < d.size(0); ++l) visual = visual + d[l];
+    visual = (visual / static_cast<double>(d.size(0))).view({r.grid_h, r.grid_w});
   }
   if (s.text.defined()) {
-    auto z = l2_normalize(r.projected[0].to(at::kFloat));
+    auto z = detail::l2_normalize(r.projected[j].to(at::kFloat));
     auto logits = at::matmul(z, s.text.t()) * 100.0;
     semantic = at::softmax(logits, -1).select(1, 1).contiguous().view({r.grid_h, r.grid_w});
   }
   return {visual, semantic};
 }
 
-}  // namespace detail
-
-namespace {
-
-// Patch scores (h, w) -> (H, W) map: bilinear upsampling, Gaussian blur.
-at::Tensor to_map(const at::Tensor& patch, int64_t H, int64_t W, double sigma) {
-  auto up = at::upsample_bilinear2d(patch.view({1, 1, patch.size(0), patch.size(1)}), {H, W}, /*align_corners=*/false);
-  return gaussian_blur(up, sigma)[0][0];
+// Patch scores (B, h, w) -> (B, H, W) maps: bilinear upsampling, Gaussian blur, one call.
+at::Tensor to_maps(const std::vector<at::Tensor>& patches, int64_t H, int64_t W, double sigma) {
+  return ops::upsample_blur(at::stack(patches).to(at::kFloat), H, W, sigma);
 }
 
 Prediction score_impl(const NormalityModel::State& s, const at::Tensor& images, bool with_branches,
@@ -259,26 +268,26 @@ Prediction score_impl(const NormalityModel::State& s, const at::Tensor& images, 
   const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
   TORCH_CHECK_VALUE(B > 0, "NormalityModel.score: expected a non-empty batch of images, got shape ", images.sizes());
   const double lambda = s.shots > 0 ? s.options.text_weight : 1.0;
-  std::vector<at::Tensor> maps, scores, vmaps, smaps;
-  for (int64_t i = 0; i < B; ++i) {
-    auto [visual, semantic] = detail::patch_scores(s, x[i], exclude_first >= 0 ? exclude_first + i : -1);
-    at::Tensor fused;
-    if (!visual.defined()) fused = semantic;
-    else if (!semantic.defined() || lambda == 0.0) fused = visual;
-    else fused = (1.0 - lambda) * visual + lambda * semantic;
-    at::Tensor map = to_map(fused, H, W, s.options.blur_sigma);
-    scores.push_back(pool_image_score(map, s.options.pooling));
-    maps.push_back(map);
-    if (with_branches) {
-      if (visual.defined()) vmaps.push_back(to_map(visual, H, W, s.options.blur_sigma));
-      if (semantic.defined()) smaps.push_back(to_map(semantic, H, W, s.options.blur_sigma));
+  std::vector<at::Tensor> fused, visuals, semantics;
+  for_each_chunk(s, x, [&](const ProbeResult& r, int64_t first) {
+    const int64_t chunk = r.activations[0].size(0);  // the probe always taps at least one layer
+    for (int64_t j = 0; j < chunk; ++j) {
+      const int64_t i = first + j;
+      auto [visual, semantic] = patch_scores(s, r, j, exclude_first >= 0 ? exclude_first + i : -1);
+      if (!visual.defined()) fused.push_back(semantic);
+      else if (!semantic.defined() || lambda == 0.0) fused.push_back(visual);
+      else fused.push_back((1.0 - lambda) * visual + lambda * semantic);
+      if (with_branches && visual.defined()) visuals.push_back(visual);
+      if (with_branches && semantic.defined()) semantics.push_back(semantic);
     }
-  }
+  });
   Prediction p;
-  p.anomaly_map = at::stack(maps);
+  p.anomaly_map = to_maps(fused, H, W, s.options.blur_sigma);
+  std::vector<at::Tensor> scores;
+  for (int64_t i = 0; i < B; ++i) scores.push_back(pool_image_score(p.anomaly_map[i], s.options.pooling));
   p.pred_score = at::stack(scores);
-  if (!vmaps.empty()) p.visual_map = at::stack(vmaps);
-  if (!smaps.empty()) p.semantic_map = at::stack(smaps);
+  if (!visuals.empty()) p.visual_map = to_maps(visuals, H, W, s.options.blur_sigma);
+  if (!semantics.empty()) p.semantic_map = to_maps(semantics, H, W, s.options.blur_sigma);
   if (s.image_threshold) p.pred_label = p.pred_score > *s.image_threshold;
   if (s.pixel_threshold) p.pred_mask = p.anomaly_map > *s.pixel_threshold;
   return p;
@@ -317,7 +326,7 @@ std::vector<NeuronDeviation> NormalityModel::explain(const at::Tensor& image, in
                     "NormalityModel.explain: expected one (3, H, W) or (1, 3, H, W) image, got ",
                     image.defined() ? image.sizes() : at::IntArrayRef{});
   const int64_t H = img.size(2), W = img.size(3);
-  ProbeResult r = probe_one(s, to_backbone(img, s.image_size)[0]);
+  ProbeResult r = s.probe(to_backbone(img, s.image_size));
   struct Item {
     size_t layer_pos;
     int64_t j;
@@ -346,7 +355,7 @@ std::vector<NeuronDeviation> NormalityModel::explain(const at::Tensor& image, in
     d.channel = n.indices[it.j].item<int64_t>();
     d.deviation = it.dev;
     auto grid = z[it.layer_pos].select(1, it.j).to(at::kFloat).view({1, 1, r.grid_h, r.grid_w});
-    d.map = at::upsample_bilinear2d(grid, {H, W}, /*align_corners=*/false)[0][0];
+    d.map = ops::upsample_blur(grid.view({1, r.grid_h, r.grid_w}), H, W, 0.0)[0];
     out.push_back(std::move(d));
   }
   return out;

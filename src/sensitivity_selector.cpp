@@ -10,6 +10,7 @@
 #include <random>
 
 #include "detail/strings.h"
+#include "lake/ops/ops.h"
 
 namespace lake {
 
@@ -33,16 +34,20 @@ SensitivityScore parse_sensitivity_score(const std::string& name) {
                     "': expected 'variance', 'normalized_variance', 'cv' or 'random'");
 }
 
-void ChannelStats::update(const at::Tensor& tokens) {
-  TORCH_CHECK_VALUE(tokens.dim() >= 1 && at::isFloatingType(tokens.scalar_type()),
-                    "ChannelStats: expected floating (..., C) tokens, got ", tokens.sizes(), " ", tokens.scalar_type());
-  auto x = tokens.reshape({-1, tokens.size(-1)}).to(at::kDouble);
-  const int64_t n = x.size(0);
-  if (n == 0) return;
+void ChannelStats::update(const at::Tensor& tokens, const at::Tensor& mask) {
+  TORCH_CHECK_VALUE(tokens.defined() && tokens.dim() >= 1 && at::isFloatingType(tokens.scalar_type()),
+                    "ChannelStats: expected floating (..., C) tokens, got ",
+                    tokens.defined() ? tokens.sizes() : at::IntArrayRef{}, " ",
+                    tokens.defined() ? tokens.scalar_type() : at::ScalarType::Undefined);
+  auto x = tokens.reshape({-1, tokens.size(-1)});
+  TORCH_CHECK_VALUE(!mask.defined() || mask.numel() == x.size(0), "ChannelStats: expected a token mask of ",
+                    x.size(0), " entries (one per token), got ", mask.sizes());
+  ops::Moments m = ops::channel_moments(x, mask.defined() ? mask.reshape({-1}) : mask);
+  if (m.count == 0) return;
   ChannelStats batch;
-  batch.count = n;
-  batch.mean = x.mean(0);
-  batch.m2 = (x - batch.mean).square().sum(0);
+  batch.count = m.count;
+  batch.mean = m.mean;
+  batch.m2 = m.m2;
   merge(batch);
 }
 
@@ -75,25 +80,9 @@ int64_t NeuronSet::total() const {
 }
 
 at::Tensor top_k_channels(const at::Tensor& scores, int64_t k) {
-  TORCH_CHECK_VALUE(scores.dim() == 1, "top_k_channels: expected (C) scores, got ", scores.sizes());
-  const int64_t c = scores.size(0);
-  TORCH_CHECK_VALUE(k >= 1 && k <= c, "k = ", k, " neurons requested, but the layer has ", c,
-                    " channels: expected 1 <= k <= ", c);
-  auto s = scores.to(at::kCPU, at::kDouble).contiguous();
-  const double* p = s.data_ptr<double>();
-  std::vector<int64_t> idx(static_cast<size_t>(c));
-  std::iota(idx.begin(), idx.end(), 0);
-  // Higher score first; NaN scores last; ties by the lower index.
-  auto better = [p](int64_t a, int64_t b) {
-    const bool na = std::isnan(p[a]), nb = std::isnan(p[b]);
-    if (na != nb) return nb;
-    if (!na && p[a] != p[b]) return p[a] > p[b];
-    return a < b;
-  };
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
-  idx.resize(static_cast<size_t>(k));
-  std::sort(idx.begin(), idx.end());
-  return at::tensor(idx, at::kLong);
+  TORCH_CHECK_VALUE(scores.defined() && scores.dim() == 1, "top_k_channels: expected (C) scores, got ",
+                    scores.defined() ? scores.sizes() : at::IntArrayRef{});
+  return ops::top_k(scores, k);
 }
 
 SensitivitySelector::SensitivitySelector(SelectorOptions options, ProbeKind kind)

@@ -11,3 +11,4 @@
 #include "lake/normality_model.h"
 #include "lake/image_io.h"
 #include "lake/metrics.h"
+#include "lake/ops/ops.h"

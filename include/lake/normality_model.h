@@ -39,7 +39,11 @@ struct NormalityOptions {
   int64_t semantic_layer = 0;         ///< block whose tokens go through ln_post/proj; 0: the deepest tapped
   Pooling pooling = Pooling::Max;
   double blur_sigma = 4.0;            ///< Gaussian blur of the map, in pixels of the output (0: none)
-  int64_t gallery_tile = 8192;        ///< gallery rows per tile of the nearest-neighbour search
+  int64_t gallery_tile = 512;         ///< gallery rows per tile of the CPU nearest-neighbour search
+  /// Images per backbone forward in fit/score/calibrate. 1 (default): every image's result
+  /// is bit-identical whatever the batch it arrives in; larger batches are faster on CUDA
+  /// and agree with 1 to float rounding (about 1e-6).
+  int64_t batch_size = 1;
   std::string vocabulary;             ///< BPE vocabulary file; empty: the one embedded in the model's archive
 };
 
@@ -68,8 +72,8 @@ class NormalityModel {
  public:
   NormalityModel(ClipModel model, NormalityOptions options = {});
 
-  /// Fits on (k, 3, H, W) CLIP-normalised normal images (k >= 1); streamed in batches of
-  /// `batch_size`. An empty tensor (k = 0) gives the zero-shot model (semantic branch only).
+  /// Fits on (k, 3, H, W) CLIP-normalised normal images (k >= 1); the backbone runs on
+  /// `batch_size` images at a time. An empty tensor (k = 0) gives the zero-shot model (semantic branch only).
   void fit(const at::Tensor& normal_images);
   bool is_fitted() const;
 

@@ -34,11 +34,13 @@ struct SelectorOptions {
 /// exact for any number of tokens, streamed batch by batch, mergeable.
 struct ChannelStats {
   int64_t count = 0;
-  at::Tensor mean;  ///< (C) float64
+  at::Tensor mean;  ///< (C) float64, on the CPU (merged there whatever the tokens' device)
   at::Tensor m2;    ///< (C) float64: sum of squared deviations from the mean
 
-  /// Adds (..., C) tokens (any floating dtype; accumulated in float64).
-  void update(const at::Tensor& tokens);
+  /// Adds (..., C) tokens (any floating dtype, CPU or CUDA; accumulated in float64 by
+  /// lake::ops::channel_moments). `mask`: undefined, or one bool per token (same leading
+  /// shape as the tokens, on their device): only tokens marked true count.
+  void update(const at::Tensor& tokens, const at::Tensor& mask = {});
   /// Adds another accumulator's tokens.
   void merge(const ChannelStats& other);
   /// Population variance M2 / count, (C) float64.
@@ -92,7 +94,8 @@ class SensitivitySelector {
   std::map<int64_t, ChannelStats> normalized_;  // only for NormalizedVariance
 };
 
-/// Top-k of `scores` (C) with ties broken by the lower index; returns ascending indices.
+/// Top-k of `scores` (C) with ties broken by the lower index, NaN last; returns ascending
+/// (k) int64 indices on the scores' device (lake::ops::top_k).
 at::Tensor top_k_channels(const at::Tensor& scores, int64_t k);
 
 }  // namespace lake

@@ -94,7 +94,11 @@ class NormalityModel:
         semantic_layer: the block whose patch tokens meet the text; ``None``: deepest tapped.
         pooling: image score from the map: ``"max"`` or ``"top1pct"``.
         blur_sigma: Gaussian blur of the maps in pixels (4.0; 0: none).
-        gallery_tile: gallery rows per tile of the nearest-neighbour search (memory O(tile)).
+        gallery_tile: gallery rows per tile of the CPU nearest-neighbour search (memory
+            O(tile); results do not depend on it).
+        batch_size: images per backbone forward. 1 (default) makes every image's result
+            bit-identical whatever batch it comes in; larger is faster on CUDA and agrees
+            with 1 to float rounding (about 1e-6).
         vocabulary: CLIP's BPE vocabulary file for the prompts; ``None``: the model's embedded
             one, else :func:`pylake.default_vocabulary_path`.
 
@@ -119,7 +123,8 @@ class NormalityModel:
         semantic_layer: Optional[int] = None,
         pooling: str = "max",
         blur_sigma: float = 4.0,
-        gallery_tile: int = 8192,
+        gallery_tile: int = 512,
+        batch_size: int = 1,
         vocabulary: Optional[Union[str, os.PathLike]] = None,
         _native: Optional["_C.NormalityModel"] = None,
     ) -> None:
@@ -133,7 +138,7 @@ class NormalityModel:
             model, [int(x) for x in (layers or [])], int(k), str(score), int(seed), str(kind), int(image_size or 0),
             float(text_weight), str(class_name), list(normal_prompts or []), list(anomaly_prompts or []),
             int(semantic_layer or 0), str(pooling), float(blur_sigma), int(gallery_tile),
-            os.fspath(vocabulary) if vocabulary is not None else "")
+            int(batch_size), os.fspath(vocabulary) if vocabulary is not None else "")
 
     # -- inputs -------------------------------------------------------------------------
     def _images(self, images: ImagesLike, mixed_sizes_ok: bool = False) -> torch.Tensor:
@@ -226,6 +231,8 @@ class NormalityModel:
     normal_prompts = property(lambda self: list(self._m.normal_prompts))
     anomaly_prompts = property(lambda self: list(self._m.anomaly_prompts))
     shots = property(lambda self: self._m.shots, doc="Number of normal images fitted on.")
+    batch_size = property(lambda self: self._m.batch_size, doc="Images per backbone forward.")
+    gallery_tile = property(lambda self: self._m.gallery_tile, doc="Gallery rows per CPU search tile.")
 
     def __repr__(self) -> str:
         state = f"{self.shots} shots" if self.is_fitted() else "not fitted"

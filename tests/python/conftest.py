@@ -25,7 +25,7 @@ def fixtures_dir(tmp_path_factory) -> Path:
     """The fixture archives of tests/fixtures/clip_factory.py (shared with CTest's run
     through $LAKE_FIXTURES_DIR, regenerated only when the factory changed)."""
     env = os.environ.get("LAKE_FIXTURES_DIR")
-    out = Path(env) if env else tmp_path_factory.mktemp("fixtures")
+    out = Path(env).resolve() if env else tmp_path_factory.mktemp("fixtures")
     clip_factory.main(["--out", str(out), "--if-stale", "--quiet"])
     return out
 

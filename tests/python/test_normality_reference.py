@@ -312,6 +312,27 @@ def test_bit_identical_whatever_the_batch_size(lib_clip, kind):
         assert torch.equal(g1, g2)
 
 
+def test_batched_backbone_agrees_with_one_image_at_a_time(lib_clip, tmp_path):
+    """batch_size > 1 runs the backbone on several images per forward: same neurons, and
+    scores equal to float rounding (the forward is batch-invariant to about 1e-6)."""
+    normal, test = images(5, seed=75), images(5, seed=76)
+    one = pylake.NormalityModel(lib_clip, k=16)
+    one.fit(normal)
+    many = pylake.NormalityModel(lib_clip, k=16, batch_size=3)
+    many.fit(normal)
+    for a, b in zip(one.neurons, many.neurons):
+        assert torch.equal(torch.as_tensor(a["indices"]), torch.as_tensor(b["indices"]))
+    for g1, g2 in zip(one.galleries, many.galleries):
+        assert max_err(g1, g2) < 1e-5
+    p1, p3 = one.score(test, with_branches=True), many.score(test, with_branches=True)
+    for key in ("pred_score", "anomaly_map", "visual_map", "semantic_map"):
+        assert max_err(getattr(p1, key), getattr(p3, key)) < 1e-5, key
+    many.save(tmp_path / "m.lake")
+    assert pylake.NormalityModel.load(tmp_path / "m.lake", lib_clip).batch_size == 3
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        pylake.NormalityModel(lib_clip, batch_size=0)
+
+
 def test_two_threads_share_one_fitted_model(lib_clip):
     m = pylake.NormalityModel(lib_clip, k=16)
     m.fit(images(4, seed=72))

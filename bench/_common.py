@@ -1,0 +1,125 @@
+"""Helpers shared by the scripts in bench/ (not a benchmark itself).
+
+Importing it puts the repository's python/ and tests/fixtures/ on sys.path, so the scripts
+run from a source tree as ``PYTHONPATH=python python bench/<script>.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (str(ROOT / "tests" / "fixtures"), str(ROOT / "python")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import torch  # noqa: E402
+
+import clip_factory  # noqa: E402
+import pylake  # noqa: E402
+
+# Published per-image inference times of other few-shot / zero-shot detectors (their papers'
+# own hardware, quoted for scale only).
+PUBLISHED_MS_PER_IMAGE = {"AnomalyDINO": 60.0, "AnomalyCLIP": 71.0}
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def set_threads(n: int) -> None:
+    """The same intra-op thread count for PyTorch and LAKE."""
+    torch.set_num_threads(n)
+    pylake.set_num_threads(n)
+
+
+def machine_line(threads: int, device: str = "cpu") -> str:
+    """One line: processor, cores, threads, torch (and GPU) version, current load."""
+    s = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} threads; "
+         f"torch {torch.__version__}; pylake {pylake.__version__}")
+    if device.startswith("cuda") and torch.cuda.is_available():
+        s += (f"; {torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, LAKE CUDA kernels "
+              f"{'yes' if pylake._C.ops.cuda_kernels_available() else 'no'})")
+    try:
+        load = os.getloadavg()[0]
+        s += f"; load average {load:.2f}"
+        if load > 0.75:
+            s += (" (BUSY: other processes compete for the cores; with threads = cores, thread-pool barriers "
+                  "then stall and times are not representative)")
+    except OSError:  # pragma: no cover
+        pass
+    return s
+
+
+def sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def best_of(fn: Callable[[], object], repeat: int, warmup: int = 1, device: str = "cpu") -> float:
+    """Best wall time (seconds) of ``repeat`` calls after ``warmup`` calls (synchronising
+    the GPU around each call on CUDA)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    best = float("inf")
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def timed(fn: Callable[[], object], device: str = "cpu") -> Tuple[float, object]:
+    """(seconds, result) of one call."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def model_size(spec: str, size: Optional[int]) -> int:
+    """The input side a run uses: ``size`` or the spec's own."""
+    return int(size or clip_factory.SPECS[spec]["vision"]["image_size"])
+
+
+def export_random_clip(spec: str, folder: Path, seed: int = 0, keep_reference: bool = False):
+    """Build the random-weight OpenCLIP model ``spec`` (tests/fixtures/clip_factory.py) and
+    export it as a LAKE archive in ``folder``. Returns (path, OpenCLIP model or None,
+    seconds to build, seconds to export). The OpenCLIP model is dropped unless asked for
+    (a ViT-L/14 is 1.7 GB of fp32 weights)."""
+    t0 = time.perf_counter()
+    ref = clip_factory.make_clip(spec, seed=seed)
+    t_make = time.perf_counter() - t0
+    path = Path(folder) / f"{spec}.lake.pt"
+    t0 = time.perf_counter()
+    pylake.export.export_clip(ref, path, source=f"clip_factory {spec} seed {seed} (bench)")
+    t_export = time.perf_counter() - t0
+    return path, (ref if keep_reference else None), t_make, t_export
+
+
+def set_reference_image_size(ref, base_pos: torch.Tensor, size: int) -> None:
+    """Resize the OpenCLIP model's visual positional embedding in place, from ``base_pos``
+    (its original (1 + g * g, D) table), for ``size x size`` inputs; the same bicubic
+    resize as ``clip_factory.with_image_size`` without copying the model."""
+    patch = ref.visual.conv1.kernel_size[0]
+    if size % patch:
+        raise ValueError(f"input side {size} is not a multiple of the patch {patch}")
+    w = ref.visual.conv1.weight
+    new = clip_factory.resize_pos_embed_reference(base_pos.float().cpu(), size // patch).to(w.device, w.dtype)
+    ref.visual.positional_embedding = torch.nn.Parameter(new, requires_grad=False)
+
+
+def temp_dir(prefix: str = "lake-bench-"):
+    """A temporary folder (on $TMPDIR) for exported archives and saved models."""
+    return tempfile.TemporaryDirectory(prefix=prefix)
+
+
+def mb(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"

@@ -1,0 +1,15 @@
+#pragma once
+// Kernel 3 of the anomaly head: gather the selected channels of every token and
+// L2-normalise the result, in one pass over the tokens.
+
+#include <ATen/core/Tensor.h>
+
+namespace lake::ops {
+
+/// tokens: (T, C) float32 / float64 / float16 / bfloat16, CPU or CUDA (any strides).
+/// indices: (K) int64 channel indices in [0, C), on any device.
+/// Returns (T, K) float32, contiguous, on the tokens' device: out[t] = g / max(|g|, eps)
+/// with g = tokens[t, indices], the norm accumulated in float32.
+at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices, double eps = 1e-12);
+
+}  // namespace lake::ops

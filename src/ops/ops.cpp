@@ -1,0 +1,154 @@
+// lake::ops: input checks, layout, and the one device branch per op (CPU or CUDA).
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <vector>
+
+#include "ops/kernels.h"
+
+namespace lake::ops {
+
+bool cuda_kernels_available() {
+#ifdef LAKE_HAS_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+bool is_float_type(const at::Tensor& t) {
+  const auto s = t.scalar_type();
+  return s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16;
+}
+
+// The single device decision: CPU or CUDA, anything else is an error.
+bool on_cuda(const at::Tensor& t, const char* op) {
+  if (t.device().is_cpu()) return false;
+  TORCH_CHECK(t.device().is_cuda(), op, ": tensors on ", t.device(), " are not supported (expected CPU or CUDA)");
+  TORCH_CHECK(cuda_kernels_available(), op, ": got a tensor on ", t.device(),
+              " but this build of LAKE has no CUDA kernels (configure with -DLAKE_WITH_CUDA=ON)");
+  return true;
+}
+
+}  // namespace
+
+#ifdef LAKE_HAS_CUDA
+#define LAKE_DISPATCH(cuda_flag, call) ((cuda_flag) ? cuda::call : cpu::call)
+#else
+#define LAKE_DISPATCH(cuda_flag, call) ((void)(cuda_flag), cpu::call)
+#endif
+
+Moments channel_moments(const at::Tensor& tokens, const at::Tensor& mask) {
+  TORCH_CHECK_VALUE(tokens.defined() && tokens.dim() == 2 && is_float_type(tokens),
+                    "channel_moments: expected (T, C) float32/float64/float16/bfloat16 tokens, got ",
+                    tokens.defined() ? tokens.sizes() : at::IntArrayRef{}, " ",
+                    tokens.defined() ? tokens.scalar_type() : at::ScalarType::Undefined);
+  at::Tensor m;
+  if (mask.defined()) {
+    TORCH_CHECK_VALUE(mask.dim() == 1 && mask.size(0) == tokens.size(0) && mask.scalar_type() == at::kBool,
+                      "channel_moments: expected a (", tokens.size(0), ") bool token mask, got ", mask.sizes(), " ",
+                      mask.scalar_type());
+    TORCH_CHECK_VALUE(mask.device() == tokens.device(), "channel_moments: the mask is on ", mask.device(),
+                      ", the tokens on ", tokens.device());
+    m = mask.contiguous();
+  }
+  const bool cuda = on_cuda(tokens, "channel_moments");
+  if (tokens.size(0) == 0 || tokens.size(1) == 0) {
+    auto z = at::zeros({tokens.size(1)}, tokens.options().dtype(at::kDouble));
+    return {0, z, z.clone()};
+  }
+  return LAKE_DISPATCH(cuda, channel_moments(tokens.contiguous(), m));
+}
+
+at::Tensor top_k(const at::Tensor& scores, int64_t k) {
+  TORCH_CHECK_VALUE(scores.defined() && scores.dim() == 1 && is_float_type(scores),
+                    "top_k: expected (C) floating scores, got ", scores.defined() ? scores.sizes() : at::IntArrayRef{});
+  const int64_t c = scores.size(0);
+  TORCH_CHECK_VALUE(k >= 1 && k <= c, "k = ", k, " neurons requested, but the layer has ", c,
+                    " channels: expected 1 <= k <= ", c);
+  const bool cuda = on_cuda(scores, "top_k");
+  return LAKE_DISPATCH(cuda, top_k(scores.to(at::kDouble).contiguous(), k));
+}
+
+at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices, double eps) {
+  TORCH_CHECK_VALUE(tokens.defined() && tokens.dim() == 2 && is_float_type(tokens),
+                    "gather_normalize: expected (T, C) float32/float64/float16/bfloat16 tokens, got ",
+                    tokens.defined() ? tokens.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(indices.defined() && indices.dim() == 1 && indices.scalar_type() == at::kLong,
+                    "gather_normalize: expected (K) int64 channel indices, got ",
+                    indices.defined() ? indices.sizes() : at::IntArrayRef{}, " ",
+                    indices.defined() ? indices.scalar_type() : at::ScalarType::Undefined);
+  TORCH_CHECK_VALUE(eps > 0, "gather_normalize: eps must be > 0, got ", eps);
+  const int64_t C = tokens.size(1);
+  if (indices.numel() > 0) {
+    auto idx_cpu = indices.to(at::kCPU);
+    const int64_t lo = idx_cpu.min().item<int64_t>(), hi = idx_cpu.max().item<int64_t>();
+    TORCH_CHECK_INDEX(lo >= 0 && hi < C, "gather_normalize: channel indices must lie in [0, ", C, "), got values in [",
+                      lo, ", ", hi, "]");
+  }
+  const bool cuda = on_cuda(tokens, "gather_normalize");
+  if (tokens.size(0) == 0 || indices.numel() == 0)
+    return at::zeros({tokens.size(0), indices.numel()}, tokens.options().dtype(at::kFloat));
+  return LAKE_DISPATCH(cuda, gather_normalize(tokens.contiguous(), indices.to(tokens.device()).contiguous(), eps));
+}
+
+NearestNeighbors nearest_neighbors(const at::Tensor& queries_in, const at::Tensor& gallery_in,
+                                   const NearestOptions& o) {
+  TORCH_CHECK_VALUE(queries_in.defined() && gallery_in.defined() && queries_in.dim() == gallery_in.dim() &&
+                        (queries_in.dim() == 2 || queries_in.dim() == 3),
+                    "nearest_neighbors: expected (L, Q, K) queries and (L, M, K) gallery (or (Q, K) and (M, K)), got ",
+                    queries_in.defined() ? queries_in.sizes() : at::IntArrayRef{}, " and ",
+                    gallery_in.defined() ? gallery_in.sizes() : at::IntArrayRef{});
+  auto q = queries_in.dim() == 2 ? queries_in.unsqueeze(0) : queries_in;
+  auto g = gallery_in.dim() == 2 ? gallery_in.unsqueeze(0) : gallery_in;
+  TORCH_CHECK_VALUE(q.size(0) == g.size(0) && q.size(2) == g.size(2),
+                    "nearest_neighbors: queries ", queries_in.sizes(), " and gallery ", gallery_in.sizes(),
+                    " must agree in layers L and channels K");
+  const auto st = q.scalar_type();
+  TORCH_CHECK_VALUE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16,
+                    "nearest_neighbors: expected float32, float16 or bfloat16 rows, got ", st);
+  TORCH_CHECK_VALUE(g.scalar_type() == st, "nearest_neighbors: queries are ", st, " but the gallery is ",
+                    g.scalar_type());
+  TORCH_CHECK_VALUE(q.device() == g.device(), "nearest_neighbors: queries are on ", q.device(), ", the gallery on ",
+                    g.device());
+  TORCH_CHECK_VALUE(o.tile >= 1, "nearest_neighbors: tile must be >= 1, got ", o.tile);
+  TORCH_CHECK_VALUE(o.exclude_lo >= 0 && o.exclude_hi >= 0, "nearest_neighbors: the excluded rows [",
+                    o.exclude_lo, ", ", o.exclude_hi, ") must not be negative");
+  TORCH_CHECK_VALUE(q.size(2) >= 1, "nearest_neighbors: expected at least one channel (K >= 1), got ", q.sizes());
+  const bool cuda = on_cuda(q, "nearest_neighbors");
+  const int64_t L = q.size(0), Q = q.size(1);
+  if (L == 0 || Q == 0 || g.size(1) == 0) {  // nothing to search: every query is as far as can be
+    return {at::ones({L, Q}, q.options().dtype(at::kFloat)), at::full({L, Q}, -1, q.options().dtype(at::kLong))};
+  }
+  return LAKE_DISPATCH(cuda, nearest_neighbors(q.contiguous(), g.contiguous(), o));
+}
+
+at::Tensor gaussian_taps(double sigma, int64_t max_radius) {
+  TORCH_CHECK_VALUE(sigma >= 0 && std::isfinite(sigma), "gaussian_taps: sigma must be finite and >= 0, got ", sigma);
+  int64_t r = sigma > 0 ? static_cast<int64_t>(4.0 * sigma + 0.5) : 0;
+  r = std::max<int64_t>(0, std::min(r, max_radius));
+  std::vector<double> w(static_cast<size_t>(2 * r + 1), 1.0);
+  double sum = 0;
+  for (int64_t x = -r; x <= r; ++x) sum += w[x + r] = r == 0 ? 1.0 : std::exp(-static_cast<double>(x * x) / (2 * sigma * sigma));
+  for (auto& v : w) v /= sum;
+  return at::tensor(w, at::kDouble);
+}
+
+at::Tensor upsample_blur(const at::Tensor& maps, int64_t H, int64_t W, double sigma) {
+  TORCH_CHECK_VALUE(maps.defined() && maps.dim() == 3 && maps.size(1) > 0 && maps.size(2) > 0,
+                    "upsample_blur: expected (B, h, w) maps with h, w >= 1, got ",
+                    maps.defined() ? maps.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(maps.scalar_type() == at::kFloat, "upsample_blur: expected float32 maps, got ", maps.scalar_type());
+  TORCH_CHECK_VALUE(H >= 1 && W >= 1, "upsample_blur: expected an output size of at least 1 x 1, got ", H, " x ", W);
+  const bool cuda = on_cuda(maps, "upsample_blur");
+  auto taps = gaussian_taps(sigma, std::min(H, W) - 1);
+  if (maps.size(0) == 0) return at::empty({0, H, W}, maps.options());
+  return LAKE_DISPATCH(cuda, upsample_blur(maps.contiguous(), H, W, taps));
+}
+
+#undef LAKE_DISPATCH
+
+}  // namespace lake::ops
