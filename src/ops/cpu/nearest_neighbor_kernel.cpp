@@ -20,22 +20,21 @@ namespace {
 
 typedef float v8f __attribute__((vector_size(32)));
 
-// The maximum of r[0, n): eight independent lanes (GCC vector extension: AVX on CPUs
-// that have it through target_clones, two SSE halves elsewhere), then across lanes.
+// The maximum of r[0, n), NaN ignored (as on CUDA): eight independent lanes (GCC vector
+// extension: AVX on CPUs that have it through target_clones, two SSE halves elsewhere),
+// then across lanes.
 __attribute__((target_clones("avx2", "default"))) float row_max(const float* r, int64_t n) {
+  constexpr float kLow = -std::numeric_limits<float>::infinity();
+  v8f acc = {kLow, kLow, kLow, kLow, kLow, kLow, kLow, kLow};
   int64_t j = 0;
-  float m = -std::numeric_limits<float>::infinity();
-  if (n >= 8) {
-    v8f acc;
-    __builtin_memcpy(&acc, r, sizeof(acc));
-    for (j = 8; j + 8 <= n; j += 8) {
-      v8f v;
-      __builtin_memcpy(&v, r + j, sizeof(v));
-      acc = acc > v ? acc : v;
-    }
-    for (int lane = 0; lane < 8; ++lane) m = std::max(m, acc[lane]);
+  for (; j + 8 <= n; j += 8) {
+    v8f v;
+    __builtin_memcpy(&v, r + j, sizeof(v));
+    acc = v > acc ? v : acc;
   }
-  for (; j < n; ++j) m = std::max(m, r[j]);
+  float m = kLow;
+  for (int lane = 0; lane < 8; ++lane) m = acc[lane] > m ? acc[lane] : m;
+  for (; j < n; ++j) m = r[j] > m ? r[j] : m;
   return m;
 }
 
