@@ -132,11 +132,23 @@ void for_each_chunk(const NormalityModel::State& s, const at::Tensor& images, Fn
 }
 
 // Image j of a probe result, layer l: its selected channels, L2-normalised, (N, K) float32.
-at::Tensor sparse_tokens(const NormalityModel::State& s, const ProbeResult& r, size_t l, int64_t j) {
-  return ops::gather_normalize(r.activations[l][j], s.neurons.layers[l].indices);
+at::Tensor sparse_tokens(const NeuronSet& neurons, const ProbeResult& r, size_t l, int64_t j) {
+  return ops::gather_normalize(r.activations[l][j], neurons.layers[l].indices);
 }
 
 }  // namespace
+
+void NormalityModel::State::set_galleries(std::vector<at::Tensor> per_layer) {
+  galleries.clear();
+  gallery = at::Tensor();
+  if (per_layer.empty()) return;
+  for (const auto& g : per_layer)
+    TORCH_CHECK_VALUE(g.dim() == 2 && g.sizes() == per_layer[0].sizes(),
+                      "NormalityModel: every layer's gallery must have the same (M, K) shape, got ", g.sizes(),
+                      " and ", per_layer[0].sizes());
+  gallery = at::stack(per_layer).to(at::kFloat).contiguous();
+  for (int64_t l = 0; l < gallery.size(0); ++l) galleries.push_back(gallery[l]);
+}
 
 NormalityModel::NormalityModel(ClipModel model, NormalityOptions options)
     : state_(make_state(std::move(model), std::move(options))) {}
@@ -204,12 +216,11 @@ void NormalityModel::fit(const at::Tensor& normal_images) {
       else kept.clear();
     });
     neurons = selector.select();
-    s.neurons = neurons;  // sparse_tokens reads the indices from the state
     // Pass 2: per layer, the selected channels of every normal patch, L2-normalised.
     std::vector<std::vector<at::Tensor>> rows(neurons.layers.size());
     auto add_rows = [&](const ProbeResult& r) {
       for (int64_t j = 0; j < r.activations[0].size(0); ++j)
-        for (size_t l = 0; l < neurons.layers.size(); ++l) rows[l].push_back(sparse_tokens(s, r, l, j));
+        for (size_t l = 0; l < neurons.layers.size(); ++l) rows[l].push_back(sparse_tokens(neurons, r, l, j));
     };
     if (keep) {
       for (const auto& r : kept) add_rows(r);
@@ -238,7 +249,7 @@ std::pair<at::Tensor, at::Tensor> patch_scores(const NormalityModel::State& s, c
   at::Tensor visual, semantic;
   if (s.shots > 0) {
     std::vector<at::Tensor> queries;
-    for (size_t l = 0; l < s.neurons.layers.size(); ++l) queries.push_back(sparse_tokens(s, r, l, j));
+    for (size_t l = 0; l < s.neurons.layers.size(); ++l) queries.push_back(sparse_tokens(s.neurons, r, l, j));
     ops::NearestOptions no;
     no.tile = s.options.gallery_tile;
     if (exclude_image >= 0) no.exclude_lo = exclude_image * n, no.exclude_hi = no.exclude_lo + n;

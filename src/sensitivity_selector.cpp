@@ -79,11 +79,7 @@ int64_t NeuronSet::total() const {
   return t;
 }
 
-at::Tensor top_k_channels(const at::Tensor& scores, int64_t k) {
-  TORCH_CHECK_VALUE(scores.defined() && scores.dim() == 1, "top_k_channels: expected (C) scores, got ",
-                    scores.defined() ? scores.sizes() : at::IntArrayRef{});
-  return ops::top_k(scores, k);
-}
+at::Tensor top_k_channels(const at::Tensor& scores, int64_t k) { return ops::top_k(scores, k); }
 
 SensitivitySelector::SensitivitySelector(SelectorOptions options, ProbeKind kind)
     : options_(options), kind_(kind) {

@@ -1,7 +1,7 @@
 #pragma once
 // NormalityModel's state (internal), shared by the fitting/scoring and the I/O code.
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 #include <optional>
 #include <string>
@@ -29,18 +29,9 @@ struct NormalityModel::State {
   at::Tensor text;                    // (2, E) float32, or undefined
   std::optional<double> image_threshold, pixel_threshold;
 
-  // Stacks per-layer (M, K) galleries into `gallery` and keeps per-layer views of it.
-  void set_galleries(std::vector<at::Tensor> per_layer) {
-    galleries.clear();
-    gallery = at::Tensor();
-    if (per_layer.empty()) return;
-    for (const auto& g : per_layer)
-      TORCH_CHECK_VALUE(g.dim() == 2 && g.sizes() == per_layer[0].sizes(),
-                        "NormalityModel: every layer's gallery must have the same (M, K) shape, got ", g.sizes(),
-                        " and ", per_layer[0].sizes());
-    gallery = at::stack(per_layer).to(at::kFloat).contiguous();
-    for (int64_t l = 0; l < gallery.size(0); ++l) galleries.push_back(gallery[l]);
-  }
+  // Stacks per-layer (M, K) galleries into `gallery` and keeps per-layer views of it
+  // (defined in normality_model.cpp).
+  void set_galleries(std::vector<at::Tensor> per_layer);
 
   State(ClipModel m, NormalityOptions o, std::vector<int64_t> l, ProbeOptions po)
       : model(std::move(m)), options(std::move(o)), layers(std::move(l)), probe(model, std::move(po)) {}

@@ -44,8 +44,8 @@ inline int64_t reflect(int64_t i, int64_t n) { return i < 0 ? -i : (i >= n ? 2 *
 at::Tensor upsample_blur(const at::Tensor& maps, int64_t H, int64_t W, const at::Tensor& taps_in) {
   const int64_t B = maps.size(0), h = maps.size(1), w = maps.size(2);
   const int64_t r = (taps_in.size(0) - 1) / 2;
-  std::vector<float> taps(static_cast<size_t>(2 * r + 1));
-  for (int64_t k = 0; k <= 2 * r; ++k) taps[k] = static_cast<float>(taps_in[k].item<double>());
+  const double* pt = taps_in.data_ptr<double>();
+  const std::vector<float> taps(pt, pt + 2 * r + 1);
   const Lerp ys = lerp_table(h, H), xs = lerp_table(w, W);
   auto rows = at::empty({B, H, W}, maps.options());
   const float* in = maps.data_ptr<float>();
