@@ -97,10 +97,19 @@ void bind_normality(py::module_& m) {
            py::arg("leave_one_out") = false, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("batch_size", [](const NormalityModel& m) { return m.options().batch_size; })
       .def_property_readonly("gallery_tile", [](const NormalityModel& m) { return m.options().gallery_tile; })
+      .def_property_readonly("class_name", [](const NormalityModel& m) { return m.options().class_name; })
       .def_property_readonly("image_threshold", &NormalityModel::image_threshold)
       .def_property_readonly("pixel_threshold", &NormalityModel::pixel_threshold)
       .def("set_thresholds", &NormalityModel::set_thresholds, py::arg("image"), py::arg("pixel"))
       .def("explain", &NormalityModel::explain, py::arg("image"), py::arg("top") = 10,
+           py::call_guard<py::gil_scoped_release>())
+      .def("prepare", &NormalityModel::prepare, py::arg("path"), py::call_guard<py::gil_scoped_release>())
+      .def("fit_files", &NormalityModel::fit_files, py::arg("paths"), py::call_guard<py::gil_scoped_release>())
+      .def("score_files", &NormalityModel::score_files, py::arg("paths"), py::arg("with_branches") = false,
+           py::call_guard<py::gil_scoped_release>())
+      .def("calibrate_files", &NormalityModel::calibrate_files, py::arg("paths"), py::arg("quantile") = 0.99,
+           py::arg("leave_one_out") = false, py::call_guard<py::gil_scoped_release>())
+      .def("explain_file", &NormalityModel::explain_file, py::arg("path"), py::arg("top") = 10,
            py::call_guard<py::gil_scoped_release>())
       .def("save", &NormalityModel::save, py::arg("path"), py::call_guard<py::gil_scoped_release>())
       .def_static("load", &NormalityModel::load, py::arg("path"), py::arg("model"),

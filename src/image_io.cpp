@@ -8,6 +8,8 @@
 
 #include "lake/image_io.h"
 
+#include "detail/atomic_file.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -333,6 +335,23 @@ at::Tensor luminance(const Hwc& hwc) {
   return out;
 }
 
+void check_mean_std(const float mean[3], const float stdev[3], const char* what) {
+  TORCH_CHECK_VALUE(mean != nullptr && stdev != nullptr, what, ": mean and std must point to 3 floats");
+  for (int c = 0; c < 3; ++c) {
+    TORCH_CHECK_VALUE(std::isfinite(mean[c]), what, ": mean[", c, "] = ", mean[c], " is not finite");
+    TORCH_CHECK_VALUE(std::isfinite(stdev[c]) && stdev[c] > 0, what, ": std[", c, "] = ", stdev[c],
+                      ", expected a positive number");
+  }
+}
+
+// As ToTensor + Normalize: float32 x / 255, then (x - mean) / std. x: (3, H, W) with values 0..255.
+at::Tensor normalize(const at::Tensor& x, const float mean[3], const float stdev[3]) {
+  const auto dev = x.device();
+  at::Tensor m = at::tensor(std::vector<float>(mean, mean + 3), at::kFloat).to(dev).view({3, 1, 1});
+  at::Tensor s = at::tensor(std::vector<float>(stdev, stdev + 3), at::kFloat).to(dev).view({3, 1, 1});
+  return x.to(at::kFloat).div_(255).sub_(m).div_(s).contiguous();
+}
+
 // Round half up (PIL's fixed-point rounding) and clamp to [0, 255].
 at::Tensor round_clamp(const at::Tensor& x) { return (x + 0.5).floor_().clamp_(0, 255); }
 
@@ -391,12 +410,7 @@ at::Tensor clip_preprocess(const at::Tensor& image, int64_t size, const float me
   const int64_t h = image.size(1), w = image.size(2);
   TORCH_CHECK_VALUE(h > 0 && w > 0, "clip_preprocess: expected a non-empty image, got ", image.sizes());
   TORCH_CHECK_VALUE(size > 0, "clip_preprocess: size must be positive, got ", size);
-  TORCH_CHECK_VALUE(mean != nullptr && stdev != nullptr, "clip_preprocess: mean and std must point to 3 floats");
-  for (int c = 0; c < 3; ++c) {
-    TORCH_CHECK_VALUE(std::isfinite(mean[c]), "clip_preprocess: mean[", c, "] = ", mean[c], " is not finite");
-    TORCH_CHECK_VALUE(std::isfinite(stdev[c]) && stdev[c] > 0, "clip_preprocess: std[", c, "] = ", stdev[c],
-                      ", expected a positive number");
-  }
+  check_mean_std(mean, stdev, "clip_preprocess");
 
   int64_t out_h = size, out_w = size;
   if (center_crop) {  // torchvision Resize(size): the shorter side becomes size
@@ -420,11 +434,17 @@ at::Tensor clip_preprocess(const at::Tensor& image, int64_t size, const float me
   if (center_crop) {
     x = x.narrow(1, center_offset(out_h - size), size).narrow(2, center_offset(out_w - size), size);
   }
-  const auto opts = at::TensorOptions().dtype(at::kFloat).device(image.device());
-  at::Tensor m = at::tensor(std::vector<float>(mean, mean + 3), at::kFloat).to(opts.device()).view({3, 1, 1});
-  at::Tensor s = at::tensor(std::vector<float>(stdev, stdev + 3), at::kFloat).to(opts.device()).view({3, 1, 1});
-  // As ToTensor + Normalize: float32 x / 255, then (x - mean) / std.
-  return x.to(at::kFloat).div_(255).sub_(m).div_(s).contiguous();
+  return normalize(x, mean, stdev);
+}
+
+at::Tensor clip_normalize(const at::Tensor& image, const float mean[3], const float stdev[3]) {
+  using namespace detail::image_io;
+  TORCH_CHECK_VALUE(image.defined() && image.dim() == 3 && image.size(0) == 3 && image.scalar_type() == at::kByte,
+                    "clip_normalize: expected a (3, H, W) uint8 RGB image (as read_image returns), got ",
+                    image.defined() ? image.sizes() : at::IntArrayRef{}, " ",
+                    image.defined() ? c10::toString(image.scalar_type()) : "undefined");
+  check_mean_std(mean, stdev, "clip_normalize");
+  return normalize(image, mean, stdev);
 }
 
 at::Tensor resize_mask(const at::Tensor& mask, int64_t height, int64_t width) {
@@ -439,6 +459,101 @@ at::Tensor resize_mask(const at::Tensor& mask, int64_t height, int64_t width) {
   at::Tensor rows = nearest_indices(mask.size(0), height).to(mask.device());
   at::Tensor cols = nearest_indices(mask.size(1), width).to(mask.device());
   return mask.index_select(0, rows).index_select(1, cols);
+}
+
+}  // namespace lake
+
+// ---- writing PNG ------------------------------------------------------------------
+
+namespace lake::detail::image_io {
+namespace {
+
+// Plain data only, as the read stages (see the comment at the top).
+struct PngWriteState {
+  png_structp png;
+  png_infop info;
+  std::vector<unsigned char>* out;
+  char message[256];
+};
+
+[[noreturn]] void png_write_on_error(png_structp png, png_const_charp msg) {
+  auto* s = static_cast<PngWriteState*>(png_get_error_ptr(png));
+  std::snprintf(s->message, sizeof(s->message), "%s", msg ? msg : "unknown libpng error");
+  png_longjmp(png, 1);
+}
+
+void png_write_memory(png_structp png, png_bytep data, size_t n) {
+  auto* s = static_cast<PngWriteState*>(png_get_io_ptr(png));
+  s->out->insert(s->out->end(), data, data + n);
+}
+
+void png_flush_memory(png_structp) {}
+
+bool png_stage_write(PngWriteState* s, png_uint_32 width, png_uint_32 height, int bit_depth, int color_type,
+                     png_bytepp rows) {
+  if (setjmp(png_jmpbuf(s->png))) return false;
+  png_set_write_fn(s->png, s, &png_write_memory, &png_flush_memory);
+  png_set_compression_level(s->png, 6);
+  png_set_IHDR(s->png, s->info, width, height, bit_depth, color_type, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(s->png, s->info);
+  if (bit_depth == 16) png_set_swap(s->png);  // our samples are little-endian in memory, PNG's big-endian
+  png_write_image(s->png, rows);
+  png_write_end(s->png, nullptr);
+  return true;
+}
+
+struct PngWriteGuard {
+  PngWriteState* s;
+  ~PngWriteGuard() { png_destroy_write_struct(&s->png, s->info ? &s->info : nullptr); }
+};
+
+}  // namespace
+}  // namespace lake::detail::image_io
+
+namespace lake {
+
+void write_png(const std::string& path, const at::Tensor& image) {
+  using namespace detail::image_io;
+  TORCH_CHECK_VALUE(image.defined(), "write_png: the image for '", path, "' is an undefined tensor");
+  const bool grey = image.dim() == 2, rgb = image.dim() == 3 && image.size(0) == 3;
+  TORCH_CHECK_VALUE(grey || rgb, "write_png: expected a (H, W) grey or (3, H, W) RGB image for '", path, "', got ",
+                    image.sizes());
+  const bool wide = image.scalar_type() == at::kUInt16;
+  TORCH_CHECK_VALUE(image.scalar_type() == at::kByte || (grey && wide), "write_png: expected uint8 pixels (or uint16 "
+                    "for a grey image) for '", path, "', got ", image.scalar_type());
+  const int64_t h = image.size(grey ? 0 : 1), w = image.size(grey ? 1 : 2);
+  TORCH_CHECK_VALUE(h > 0 && w > 0 && h < (int64_t{1} << 31) && w < (int64_t{1} << 31),
+                    "write_png: expected a non-empty image for '", path, "', got ", image.sizes());
+  // Interleaved rows: (H, W) or (H, W, 3).
+  const at::Tensor hwc = (grey ? image : image.permute({1, 2, 0})).to(at::kCPU).contiguous();
+  const int64_t row_bytes = w * (grey ? 1 : 3) * (wide ? 2 : 1);
+  auto* base = static_cast<unsigned char*>(hwc.data_ptr());
+  std::vector<png_bytep> rows(static_cast<size_t>(h));
+  for (int64_t y = 0; y < h; ++y) rows[static_cast<size_t>(y)] = base + y * row_bytes;
+
+  std::vector<unsigned char> bytes;
+  PngWriteState s{};
+  s.out = &bytes;
+  s.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &s, &png_write_on_error, &png_on_warning);
+  TORCH_CHECK(s.png != nullptr, "write_png: libpng could not be initialised (out of memory?)");
+  PngWriteGuard guard{&s};
+  s.info = png_create_info_struct(s.png);
+  TORCH_CHECK(s.info != nullptr, "write_png: libpng could not be initialised (out of memory?)");
+  const bool ok = png_stage_write(&s, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), wide ? 16 : 8,
+                                  grey ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, rows.data());
+  TORCH_CHECK(ok, "write_png: encoding '", path, "' failed: ", s.message);
+  detail::write_file_atomically(path, bytes.data(), bytes.size(), "write_png");
+}
+
+PreparedImage prepare_image(const std::string& path, int64_t size, const float mean[3], const float stdev[3],
+                            const ImageReadOptions& options) {
+  const at::Tensor rgb = read_image(path, options);
+  PreparedImage p;
+  p.height = rgb.size(1);
+  p.width = rgb.size(2);
+  p.pixels = clip_preprocess(rgb, size, mean, stdev);
+  return p;
 }
 
 }  // namespace lake

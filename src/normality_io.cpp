@@ -14,15 +14,13 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
-#include <fcntl.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 
+#include "detail/atomic_file.h"
 #include "detail/hash.h"
 #include "detail/normality_state.h"
 #include "lake/version.h"
@@ -63,29 +61,6 @@ c10::List<std::string> string_list(const std::vector<std::string>& v) {
 }
 
 c10::IValue optional_double(const std::optional<double>& v) { return v ? c10::IValue(*v) : c10::IValue(); }
-
-void write_atomically(const std::string& path, const std::vector<char>& bytes) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  TORCH_CHECK_VALUE(fd >= 0, "NormalityModel.save: cannot create '", tmp, "': ", std::strerror(errno));
-  size_t done = 0;
-  bool ok = true;
-  while (ok && done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) done += static_cast<size_t>(n);
-  }
-  const int err = ok ? 0 : errno;
-  ok = ok && ::fsync(fd) == 0;
-  ok = (::close(fd) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = err ? err : errno;
-    std::remove(tmp.c_str());
-    TORCH_CHECK(false, "NormalityModel.save: writing '", path, "' failed: ", std::strerror(e),
-                " (nothing was written)");
-  }
-}
 
 const c10::IValue& field(const GenericDict& d, const std::string& key, const std::string& path) {
   auto it = d.find(key);
@@ -150,7 +125,8 @@ void NormalityModel::save(const std::string& path) const {
   top.insert("image_threshold", optional_double(s.image_threshold));
   top.insert("pixel_threshold", optional_double(s.pixel_threshold));
   top.insert("checksum", content_hash(s));
-  write_atomically(path, torch::jit::pickle_save(top));
+  const std::vector<char> bytes = torch::jit::pickle_save(top);
+  detail::write_file_atomically(path, bytes.data(), bytes.size(), "NormalityModel.save");
 }
 
 NormalityModel NormalityModel::load(const std::string& path, ClipModel model) {

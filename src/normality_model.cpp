@@ -14,6 +14,7 @@
 #include "detail/strings.h"
 #include "detail/normality_state.h"
 #include "detail/normality_ops.h"
+#include "lake/image_io.h"
 #include "lake/ops/ops.h"
 
 namespace lake {
@@ -272,72 +273,159 @@ at::Tensor to_maps(const std::vector<at::Tensor>& patches, int64_t H, int64_t W,
   return ops::upsample_blur(at::stack(patches).to(at::kFloat), H, W, sigma);
 }
 
-Prediction score_impl(const NormalityModel::State& s, const at::Tensor& images, bool with_branches,
-                      int64_t exclude_first) {
+// Per image of the backbone input x (B, 3, S, S): the fused patch map (h, w) and, on
+// request, the branches'.
+struct PatchMaps {
+  std::vector<at::Tensor> fused, visual, semantic;
+};
+
+PatchMaps patch_maps(const NormalityModel::State& s, const at::Tensor& x, bool with_branches, int64_t exclude_first) {
   TORCH_CHECK(s.fitted, "NormalityModel.score: the model is not fitted: call fit(normal_images) first");
-  auto x = to_backbone(images, s.image_size);
-  const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
-  TORCH_CHECK_VALUE(B > 0, "NormalityModel.score: expected a non-empty batch of images, got shape ", images.sizes());
+  TORCH_CHECK_VALUE(x.size(0) > 0, "NormalityModel.score: expected a non-empty batch of images, got shape ", x.sizes());
   const double lambda = s.shots > 0 ? s.options.text_weight : 1.0;
-  std::vector<at::Tensor> fused, visuals, semantics;
+  PatchMaps out;
   for_each_chunk(s, x, [&](const ProbeResult& r, int64_t first) {
     const int64_t chunk = r.activations[0].size(0);  // the probe always taps at least one layer
     for (int64_t j = 0; j < chunk; ++j) {
       const int64_t i = first + j;
       auto [visual, semantic] = patch_scores(s, r, j, exclude_first >= 0 ? exclude_first + i : -1);
-      if (!visual.defined()) fused.push_back(semantic);
-      else if (!semantic.defined() || lambda == 0.0) fused.push_back(visual);
-      else fused.push_back((1.0 - lambda) * visual + lambda * semantic);
-      if (with_branches && visual.defined()) visuals.push_back(visual);
-      if (with_branches && semantic.defined()) semantics.push_back(semantic);
+      if (!visual.defined()) out.fused.push_back(semantic);
+      else if (!semantic.defined() || lambda == 0.0) out.fused.push_back(visual);
+      else out.fused.push_back((1.0 - lambda) * visual + lambda * semantic);
+      if (with_branches && visual.defined()) out.visual.push_back(visual);
+      if (with_branches && semantic.defined()) out.semantic.push_back(semantic);
     }
   });
-  Prediction p;
-  p.anomaly_map = to_maps(fused, H, W, s.options.blur_sigma);
+  return out;
+}
+
+// Images [first, first + count) of `p` as a Prediction with maps at H x W.
+Prediction assemble(const NormalityModel::State& s, const PatchMaps& p, int64_t first, int64_t count, int64_t H,
+                    int64_t W) {
+  auto part = [&](const std::vector<at::Tensor>& v) {
+    return std::vector<at::Tensor>(v.begin() + first, v.begin() + first + count);
+  };
+  Prediction out;
+  out.anomaly_map = to_maps(part(p.fused), H, W, s.options.blur_sigma);
   std::vector<at::Tensor> scores;
-  for (int64_t i = 0; i < B; ++i) scores.push_back(pool_image_score(p.anomaly_map[i], s.options.pooling));
-  p.pred_score = at::stack(scores);
-  if (!visuals.empty()) p.visual_map = to_maps(visuals, H, W, s.options.blur_sigma);
-  if (!semantics.empty()) p.semantic_map = to_maps(semantics, H, W, s.options.blur_sigma);
-  if (s.image_threshold) p.pred_label = p.pred_score > *s.image_threshold;
-  if (s.pixel_threshold) p.pred_mask = p.anomaly_map > *s.pixel_threshold;
-  return p;
+  for (int64_t i = 0; i < count; ++i) scores.push_back(pool_image_score(out.anomaly_map[i], s.options.pooling));
+  out.pred_score = at::stack(scores);
+  if (!p.visual.empty()) out.visual_map = to_maps(part(p.visual), H, W, s.options.blur_sigma);
+  if (!p.semantic.empty()) out.semantic_map = to_maps(part(p.semantic), H, W, s.options.blur_sigma);
+  if (s.image_threshold) out.pred_label = out.pred_score > *s.image_threshold;
+  if (s.pixel_threshold) out.pred_mask = out.anomaly_map > *s.pixel_threshold;
+  return out;
+}
+
+// x: the backbone's (B, 3, S, S) input; maps at H x W.
+Prediction score_impl(const NormalityModel::State& s, const at::Tensor& x, int64_t H, int64_t W, bool with_branches,
+                      int64_t exclude_first) {
+  const PatchMaps p = patch_maps(s, x, with_branches, exclude_first);
+  return assemble(s, p, 0, x.size(0), H, W);
+}
+
+// Image files by the one rule of lake::prepare_image, at this model's S and normalisation.
+std::vector<PreparedImage> prepare_files(const NormalityModel::State& s, const std::vector<std::string>& paths,
+                                         const char* what) {
+  TORCH_CHECK_VALUE(!paths.empty(), what, ": expected at least one image file, got none");
+  const ClipConfig& c = s.model.config();
+  std::vector<PreparedImage> out;
+  out.reserve(paths.size());
+  for (const auto& p : paths) out.push_back(prepare_image(p, s.image_size, c.image_mean, c.image_std));
+  return out;
+}
+
+at::Tensor stack_pixels(const std::vector<PreparedImage>& images) {
+  std::vector<at::Tensor> xs;
+  xs.reserve(images.size());
+  for (const auto& im : images) xs.push_back(im.pixels);
+  return at::stack(xs);
+}
+
+void set_thresholds_from(NormalityModel::State& s, const at::Tensor& scores, const at::Tensor& map_values, double q) {
+  s.image_threshold = detail::quantile(scores, q);
+  s.pixel_threshold = detail::quantile(map_values, q);
+}
+
+void check_calibration(const NormalityModel::State& s, int64_t n, double q, bool leave_one_out) {
+  TORCH_CHECK(s.fitted, "NormalityModel.calibrate: the model is not fitted: call fit(normal_images) first");
+  TORCH_CHECK_VALUE(q > 0.0 && q <= 1.0, "NormalityModel.calibrate: quantile must lie in (0, 1], got ", q);
+  if (leave_one_out) {
+    TORCH_CHECK_VALUE(s.shots > 1 && n == s.shots, "NormalityModel.calibrate: leave_one_out "
+                      "scores the fit images against the others: expected the ", s.shots,
+                      " fit images (and at least 2), got ", n);
+  }
 }
 
 }  // namespace
 
 Prediction NormalityModel::score(const at::Tensor& images, bool with_branches) const {
-  return score_impl(*state_, images, with_branches, -1);
+  TORCH_CHECK(state_->fitted, "NormalityModel.score: the model is not fitted: call fit(normal_images) first");
+  TORCH_CHECK_VALUE(!images.defined() || images.dim() != 4 || images.size(0) > 0,
+                    "NormalityModel.score: expected a non-empty batch of images, got shape ", images.sizes());
+  const at::Tensor x = to_backbone(images, state_->image_size);
+  return score_impl(*state_, x, images.size(2), images.size(3), with_branches, -1);
+}
+
+PreparedImage NormalityModel::prepare(const std::string& path) const {
+  return prepare_files(*state_, {path}, "NormalityModel.prepare")[0];
+}
+
+void NormalityModel::fit_files(const std::vector<std::string>& paths) {
+  if (paths.empty()) {  // zero-shot
+    fit(at::empty({0, 3, state_->image_size, state_->image_size}));
+    return;
+  }
+  fit(stack_pixels(prepare_files(*state_, paths, "NormalityModel.fit_files")));
+}
+
+Prediction NormalityModel::score_files(const std::vector<std::string>& paths, bool with_branches) const {
+  const std::vector<PreparedImage> images = prepare_files(*state_, paths, "NormalityModel.score_files");
+  for (size_t i = 1; i < images.size(); ++i) {
+    TORCH_CHECK_VALUE(images[i].height == images[0].height && images[i].width == images[0].width,
+                      "NormalityModel.score_files: the maps come back at each file's resolution and share one "
+                      "(B, H, W) tensor, but '", paths[0], "' is ", images[0].width, "x", images[0].height, " and '",
+                      paths[i], "' is ", images[i].width, "x", images[i].height,
+                      " (width x height): score files of different sizes in separate calls");
+  }
+  return score_impl(*state_, stack_pixels(images), images[0].height, images[0].width, with_branches, -1);
 }
 
 void NormalityModel::calibrate(const at::Tensor& normal_images, double q, bool leave_one_out) {
   State& s = *state_;
-  TORCH_CHECK(s.fitted, "NormalityModel.calibrate: the model is not fitted: call fit(normal_images) first");
-  TORCH_CHECK_VALUE(q > 0.0 && q <= 1.0, "NormalityModel.calibrate: quantile must lie in (0, 1], got ", q);
   TORCH_CHECK_VALUE(normal_images.defined() && normal_images.dim() == 4 && normal_images.size(0) > 0,
                     "NormalityModel.calibrate: expected a non-empty (B, 3, H, W) batch of normal images, got ",
                     normal_images.defined() ? normal_images.sizes() : at::IntArrayRef{});
-  if (leave_one_out) {
-    TORCH_CHECK_VALUE(s.shots > 1 && normal_images.size(0) == s.shots, "NormalityModel.calibrate: leave_one_out "
-                      "scores the fit images against the others: expected the ", s.shots,
-                      " fit images (and at least 2), got ", normal_images.size(0));
-  }
-  Prediction p = score_impl(s, normal_images, false, leave_one_out ? 0 : -1);
-  s.image_threshold = detail::quantile(p.pred_score, q);
-  s.pixel_threshold = detail::quantile(p.anomaly_map, q);
+  check_calibration(s, normal_images.size(0), q, leave_one_out);
+  const at::Tensor x = to_backbone(normal_images, s.image_size);
+  Prediction p = score_impl(s, x, normal_images.size(2), normal_images.size(3), false, leave_one_out ? 0 : -1);
+  set_thresholds_from(s, p.pred_score, p.anomaly_map, q);
 }
 
-std::vector<NeuronDeviation> NormalityModel::explain(const at::Tensor& image, int64_t top) const {
-  const State& s = *state_;
+void NormalityModel::calibrate_files(const std::vector<std::string>& paths, double q, bool leave_one_out) {
+  State& s = *state_;
+  const std::vector<PreparedImage> images = prepare_files(s, paths, "NormalityModel.calibrate_files");
+  check_calibration(s, static_cast<int64_t>(images.size()), q, leave_one_out);
+  // Each image's map at its own resolution (files may differ in size).
+  const PatchMaps p = patch_maps(s, stack_pixels(images), false, leave_one_out ? 0 : -1);
+  std::vector<at::Tensor> scores, values;
+  for (size_t i = 0; i < images.size(); ++i) {
+    Prediction one = assemble(s, p, static_cast<int64_t>(i), 1, images[i].height, images[i].width);
+    scores.push_back(one.pred_score);
+    values.push_back(one.anomaly_map.reshape(-1));
+  }
+  set_thresholds_from(s, at::cat(scores), at::cat(values), q);
+}
+
+namespace {
+
+// x: one image's (1, 3, S, S) backbone input; maps at H x W.
+std::vector<NeuronDeviation> explain_impl(const NormalityModel::State& s, const at::Tensor& x, int64_t H, int64_t W,
+                                          int64_t top) {
   TORCH_CHECK(s.fitted, "NormalityModel.explain: the model is not fitted: call fit(normal_images) first");
   TORCH_CHECK(s.shots > 0, "NormalityModel.explain: a zero-shot model has no selected neurons to explain");
   TORCH_CHECK_VALUE(top >= 1, "NormalityModel.explain: top must be >= 1, got ", top);
-  at::Tensor img = image.defined() && image.dim() == 3 ? image.unsqueeze(0) : image;
-  TORCH_CHECK_VALUE(img.defined() && img.dim() == 4 && img.size(0) == 1,
-                    "NormalityModel.explain: expected one (3, H, W) or (1, 3, H, W) image, got ",
-                    image.defined() ? image.sizes() : at::IntArrayRef{});
-  const int64_t H = img.size(2), W = img.size(3);
-  ProbeResult r = s.probe(to_backbone(img, s.image_size));
+  ProbeResult r = s.probe(x);
   struct Item {
     size_t layer_pos;
     int64_t j;
@@ -370,6 +458,21 @@ std::vector<NeuronDeviation> NormalityModel::explain(const at::Tensor& image, in
     out.push_back(std::move(d));
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<NeuronDeviation> NormalityModel::explain(const at::Tensor& image, int64_t top) const {
+  at::Tensor img = image.defined() && image.dim() == 3 ? image.unsqueeze(0) : image;
+  TORCH_CHECK_VALUE(img.defined() && img.dim() == 4 && img.size(0) == 1,
+                    "NormalityModel.explain: expected one (3, H, W) or (1, 3, H, W) image, got ",
+                    image.defined() ? image.sizes() : at::IntArrayRef{});
+  return explain_impl(*state_, to_backbone(img, state_->image_size), img.size(2), img.size(3), top);
+}
+
+std::vector<NeuronDeviation> NormalityModel::explain_file(const std::string& path, int64_t top) const {
+  const PreparedImage im = prepare_files(*state_, {path}, "NormalityModel.explain_file")[0];
+  return explain_impl(*state_, im.pixels.unsqueeze(0), im.height, im.width, top);
 }
 
 }  // namespace lake

@@ -62,6 +62,32 @@ at::Tensor read_mask(const std::string& path, const ImageReadOptions& options = 
 at::Tensor clip_preprocess(const at::Tensor& image, int64_t size, const float mean[3], const float std[3],
                            bool center_crop = false);
 
+/// CLIP normalisation without resizing: `(3, H, W) uint8` RGB -> `(3, H, W) float32`,
+/// `(x / 255 - mean[c]) / std[c]`, the last step of `clip_preprocess`.
+at::Tensor clip_normalize(const at::Tensor& image, const float mean[3], const float std[3]);
+
+/// An image file as a CLIP backbone at `size x size` sees it, with the file's own size.
+struct PreparedImage {
+  at::Tensor pixels;   ///< (3, size, size) float32: clip_preprocess(read_image(path), size)
+  int64_t height = 0;  ///< the file's height and width: the resolution of its anomaly map
+  int64_t width = 0;
+};
+
+/// The one rule by which every file entry point of LAKE (NormalityModel's `*_files`
+/// methods, Python's `NormalityModel.score(path)`, `lake predict`, `lake eval`) turns an
+/// image file into the backbone's input: decode with `read_image` (as PIL), resize the
+/// uint8 pixels straight to `size x size` with PIL's antialiased bicubic (`clip_preprocess`,
+/// no centre crop: the whole image is inspected), normalise with `mean` / `std`. The maps
+/// come back at the file's resolution (`height x width`).
+PreparedImage prepare_image(const std::string& path, int64_t size, const float mean[3], const float std[3],
+                            const ImageReadOptions& options = {});
+
+/// Writes a PNG file: `(H, W)` uint8 or uint16 grey, or `(3, H, W)` uint8 RGB (any device).
+/// Atomic: the bytes go to a temporary file in the same folder that is renamed over `path`,
+/// so a reader never sees a partial file and a failure leaves an existing file unchanged.
+/// Errors (naming the file): shapes, dtypes, an unwritable folder.
+void write_png(const std::string& path, const at::Tensor& image);
+
 /// Nearest-neighbour resize of a `(H, W) bool` mask (any device) to `(height, width) bool`,
 /// as PIL's `Image.resize((width, height), NEAREST)`, pixel for pixel: output pixel `i`
 /// takes the input pixel whose cell holds its centre, `floor((i + 0.5) * H / height)`,

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lake/clip_model.h"
+#include "lake/image_io.h"
 #include "lake/neuron_probe.h"
 #include "lake/sensitivity_selector.h"
 
@@ -90,6 +91,27 @@ class NormalityModel {
 
   /// The `top` selected neurons that deviate most on a (3, H, W) or (1, 3, H, W) image.
   std::vector<NeuronDeviation> explain(const at::Tensor& image, int64_t top = 10) const;
+
+  // ---- Image files -------------------------------------------------------------------
+  // The one rule of every file entry point (these methods, Python's `NormalityModel` given
+  // paths, `lake fit / predict / eval / inspect`): each file is decoded and resized to the
+  // backbone's S x S by `prepare_image` (PIL-equal decoding, PIL's bicubic on the uint8
+  // pixels, no crop), and its maps come back at the file's own resolution. With
+  // batch_size 1 a file's score and map are bit-identical whichever of these paths, and
+  // whatever batch of files, it is scored in.
+
+  /// The backbone input of one file at this model's S and normalisation.
+  PreparedImage prepare(const std::string& path) const;
+  /// fit on normal image files (of any sizes); an empty list gives the zero-shot model.
+  void fit_files(const std::vector<std::string>& paths);
+  /// Scores image files of one size (H, W): maps (B, H, W). Files of different sizes are
+  /// an error naming two of them: score them in separate calls.
+  Prediction score_files(const std::vector<std::string>& paths, bool with_branches = false) const;
+  /// calibrate on normal image files (of any sizes; each map at its file's resolution).
+  /// leave_one_out: the files are the fit files, in the same order.
+  void calibrate_files(const std::vector<std::string>& paths, double quantile = 0.99, bool leave_one_out = false);
+  /// explain one image file; the maps at the file's resolution.
+  std::vector<NeuronDeviation> explain_file(const std::string& path, int64_t top = 10) const;
 
   /// Writes a versioned file atomically (a temporary file renamed into place).
   void save(const std::string& path) const;

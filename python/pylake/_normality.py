@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -40,38 +39,39 @@ class Prediction:
 
 def load_images(paths: Sequence[Union[str, os.PathLike]], model: ClipModel, size: Optional[int] = None,
                 if_mixed: Optional[int] = None) -> torch.Tensor:
-    """Read image files into a ``(B, 3, H, W)`` CLIP-normalised float32 batch.
+    """Read image files into a ``(B, 3, H, W)`` CLIP-normalised float32 batch, through the
+    C++ decoder (:func:`pylake.read_image`, equal to PIL).
 
-    ``size``: resize every image to ``size x size`` (antialiased bicubic, as CLIP's
-    preprocessing); ``None`` keeps the files' resolution, which must then agree, unless
-    ``if_mixed`` is given: files of different sizes are then all resized to that side.
+    ``size``: resize every image to ``size x size`` first (:func:`pylake.clip_preprocess`:
+    PIL's antialiased bicubic on the uint8 pixels, as :func:`pylake.prepare_image` and every
+    file entry point do); ``None`` keeps the files' resolution, which must then agree,
+    unless ``if_mixed`` is given: files of different sizes are then all resized to that side.
+
+    To score files, pass their paths to :class:`NormalityModel` instead: the backbone then
+    sees them at ``S x S`` by the same rule and the maps come back at each file's resolution.
     """
-    from PIL import Image  # noqa: PLC0415
-
-    mean = torch.tensor(model.config.image_mean).view(3, 1, 1)
-    std = torch.tensor(model.config.image_std).view(3, 1, 1)
-    out = []
-    for p in paths:
-        try:
-            img = Image.open(p).convert("RGB")
-        except FileNotFoundError:
-            raise ValueError(f"image file '{p}' does not exist") from None
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"image file '{p}' could not be decoded: {e}") from None
-        out.append(img)
-    sizes = {img.size for img in out}
+    mean, std = list(model.config.image_mean), list(model.config.image_std)
+    images = [_C.read_image(os.fspath(p)) for p in paths]
+    sizes = {(int(x.shape[2]), int(x.shape[1])) for x in images}
     if size is None and len(sizes) > 1:
         if if_mixed is None:
             raise ValueError(f"images of different sizes {sorted(sizes)} (width, height): pass size=..., or score "
                              "them one at a time")
         size = if_mixed
-    batch = []
-    for img in out:
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BICUBIC)
-        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.size[1], img.size[0], 3)
-        batch.append((x.permute(2, 0, 1).float() / 255.0 - mean) / std)
-    return torch.stack(batch)
+    if size is None:
+        return torch.stack([_C.clip_normalize(x, mean, std) for x in images])
+    return torch.stack([_C.clip_preprocess(x, int(size), mean, std) for x in images])
+
+
+def _file_list(images) -> Optional[List[str]]:
+    """Paths (a file, a folder, or a list of them) as a list of file names; ``None`` for a tensor."""
+    if isinstance(images, torch.Tensor):
+        return None
+    if not (isinstance(images, (str, os.PathLike)) or (
+            isinstance(images, (list, tuple)) and all(isinstance(x, (str, os.PathLike)) for x in images))):
+        raise ValueError("expected images as a (B, 3, H, W) tensor, an image path, a folder, or a list of paths, "
+                         f"got {type(images).__name__}")
+    return [os.fspath(p) for p in image_paths(images)]
 
 
 class NormalityModel:
@@ -140,42 +140,46 @@ class NormalityModel:
             int(semantic_layer or 0), str(pooling), float(blur_sigma), int(gallery_tile),
             int(batch_size), os.fspath(vocabulary) if vocabulary is not None else "")
 
-    # -- inputs -------------------------------------------------------------------------
-    def _images(self, images: ImagesLike, mixed_sizes_ok: bool = False) -> torch.Tensor:
-        """Tensors pass through; files are read at their own resolution (the library resizes
-        to ``image_size`` for the backbone and maps back). Files of different sizes are an
-        error, except for ``fit``, where they are resized to ``image_size`` first."""
-        if isinstance(images, torch.Tensor):
-            return images
-        if not (isinstance(images, (str, os.PathLike)) or (
-                isinstance(images, (list, tuple)) and all(isinstance(x, (str, os.PathLike)) for x in images))):
-            raise ValueError("expected images as a (B, 3, H, W) tensor, an image path, a folder, or a list of paths, "
-                             f"got {type(images).__name__}")
-        return load_images(image_paths(images), self.clip, if_mixed=self.image_size if mixed_sizes_ok else None)
-
     # -- lifecycle ------------------------------------------------------------------------
+    # Images are a (B, 3, H, W) CLIP-normalised tensor, or files: a path, a folder, or a
+    # list of them. Files follow the one rule of every file entry point (C++
+    # `NormalityModel::*_files`, `lake predict`, `lake eval`): decoded by the C++ reader,
+    # resized to the backbone's S x S by `pylake.prepare_image`, maps at each file's own
+    # resolution. A tensor is resized to S x S as floats (antialiased bicubic) and its maps
+    # come back at its H x W.
+
     def fit(self, normal_images: ImagesLike) -> "NormalityModel":
-        """Fit on k >= 1 normal images: a ``(k, 3, H, W)`` CLIP-normalised tensor, paths, or
-        a folder. ``fit([])`` (or an empty tensor) gives the zero-shot model."""
+        """Fit on k >= 1 normal images: a ``(k, 3, H, W)`` CLIP-normalised tensor, or files
+        (of any sizes). ``fit([])`` (or an empty tensor) gives the zero-shot model."""
         if isinstance(normal_images, (list, tuple)) and len(normal_images) == 0:
-            normal_images = torch.empty(0, 3, self.image_size, self.image_size)
-        self._m.fit(self._images(normal_images, mixed_sizes_ok=True))
+            self._m.fit_files([])
+            return self
+        files = _file_list(normal_images)
+        if files is None:
+            self._m.fit(normal_images)
+        else:
+            self._m.fit_files(files)
         return self
 
     def is_fitted(self) -> bool:
         return self._m.is_fitted()
 
     def score(self, images: ImagesLike, with_branches: bool = False) -> Prediction:
-        """Score ``(B, 3, H, W)`` images (or paths / a folder of equal-size images); maps come
-        back at ``H x W``."""
-        p = self._m.score(self._images(images), bool(with_branches))
+        """Score images; maps come back at each input's resolution ``H x W``. Files in one
+        call must share a size (score files of other sizes in another call)."""
+        files = _file_list(images)
+        p = self._m.score(images, bool(with_branches)) if files is None else self._m.score_files(files, bool(with_branches))
         return Prediction(p.pred_score, p.anomaly_map, p.pred_label, p.pred_mask, p.visual_map, p.semantic_map)
 
     def calibrate(self, normal_images: ImagesLike, quantile: float = 0.99, leave_one_out: bool = False) -> "NormalityModel":
         """Set the image and pixel thresholds to ``quantile`` of normal images' scores and map
         values. ``leave_one_out=True``: pass the fit images (same order); each is scored
         against the gallery without its own patches."""
-        self._m.calibrate(self._images(normal_images), float(quantile), bool(leave_one_out))
+        files = _file_list(normal_images)
+        if files is None:
+            self._m.calibrate(normal_images, float(quantile), bool(leave_one_out))
+        else:
+            self._m.calibrate_files(files, float(quantile), bool(leave_one_out))
         return self
 
     def explain(self, image: ImagesLike, top: int = 10) -> List[dict]:
@@ -183,9 +187,16 @@ class NormalityModel:
         channel, deviation, map (H, W)}``; deviation = max over patches of
         ``|activation - normal mean| / normal std`` on the patch grid; the map is that
         grid bilinearly resized to the image, so its peak can sit slightly below it."""
-        x = self._images(image)
-        return [{"layer": d.layer, "channel": d.channel, "deviation": d.deviation, "map": d.map}
-                for d in self._m.explain(x, int(top))]
+        files = _file_list(image)
+        if files is not None and len(files) != 1:
+            raise ValueError(f"explain: expected one image, got {len(files)} files")
+        ds = self._m.explain(image, int(top)) if files is None else self._m.explain_file(files[0], int(top))
+        return [{"layer": d.layer, "channel": d.channel, "deviation": d.deviation, "map": d.map} for d in ds]
+
+    def prepare(self, path: Union[str, os.PathLike]) -> "_C.PreparedImage":
+        """One file as this model's backbone sees it: ``.pixels`` ``(3, S, S)`` float32 and the
+        file's ``.height`` / ``.width`` (the resolution of its maps)."""
+        return self._m.prepare(os.fspath(path))
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write a versioned model file atomically."""
@@ -233,6 +244,7 @@ class NormalityModel:
     shots = property(lambda self: self._m.shots, doc="Number of normal images fitted on.")
     batch_size = property(lambda self: self._m.batch_size, doc="Images per backbone forward.")
     gallery_tile = property(lambda self: self._m.gallery_tile, doc="Gallery rows per CPU search tile.")
+    class_name = property(lambda self: self._m.class_name, doc="The product's name in the prompts.")
 
     def __repr__(self) -> str:
         state = f"{self.shots} shots" if self.is_fitted() else "not fitted"

@@ -2,18 +2,20 @@
 
     lake fit --model M --class-name C --normal DIR_OR_FILES --out F.lake [method options]
     lake predict F.lake IMAGES... --model M --out DIR
-    lake eval --model M --dataset mvtec|visa|btad|mpdd|loco|folder --root R --out REPORT
+    lake eval --model M --dataset mvtec|visa|btad|mpdd|loco|folder --root R --out REPORT [reader options]
     lake inspect F.lake [IMAGE] --model M
 
 Exit codes: 0 done; 1 failed while running (a corrupt file, ...); 2 bad usage or input
 (a missing file, an unknown option value, ...). Progress goes to stderr, results to stdout
-and the output folders; the library itself prints nothing.
+and the output folders; ``--quiet`` leaves only errors; the library itself prints nothing.
+Every image goes through one rule (C++ ``lake::prepare_image``): backbone at S x S, maps at
+the file's resolution, so `lake predict`, `lake eval` and ``NormalityModel.score(path)``
+give the same score for the same file and model.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -48,64 +50,116 @@ def _options(args) -> dict:
                 pooling=args.pooling, blur_sigma=args.blur_sigma, vocabulary=args.vocabulary)
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+class _Log:
+    """Progress and notes go to stderr, results to stdout; ``--quiet`` silences both (errors
+    are printed by :func:`main` whatever the flag)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def out(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, flush=True)
+
+
+def _no_threshold_note(model) -> str:
+    return (f"the model has no image threshold (it was fitted on {model.shots} image{'s' if model.shots != 1 else ''} "
+            "without calibration), so labels are '-': refit with --calibration-images DIR (normal images not used "
+            "for the fit), or with at least 2 normal images for leave-one-out calibration")
 
 
 def cmd_fit(args) -> int:
     import pylake  # noqa: PLC0415
 
+    log = _Log(args.quiet)
     clip = pylake.load_clip(args.model)
     normal = image_paths(args.normal)
     model = pylake.NormalityModel(clip, class_name=args.class_name, **_options(args))
-    x = pylake.load_images(normal, clip, model.image_size)
-    _say(f"fitting on {len(normal)} normal images at {model.image_size} px, layers {model.layers} ...")
-    model.fit(x)
-    if len(normal) >= 2 and args.quantile > 0:
-        model.calibrate(x, args.quantile, leave_one_out=True)
+    log(f"fitting on {len(normal)} normal images at {model.image_size} px, layers {model.layers} ...")
+    model.fit(normal)
+    if args.quantile > 0 and args.calibration_images:
+        held_out = image_paths(args.calibration_images)
+        model.calibrate(held_out, args.quantile)
+        log(f"calibrated on {len(held_out)} held-out normal images at quantile {args.quantile}")
+    elif args.quantile > 0 and len(normal) >= 2:
+        model.calibrate(normal, args.quantile, leave_one_out=True)
+        log(f"calibrated leave-one-out on the {len(normal)} fit images at quantile {args.quantile}")
+    elif args.quantile > 0:
+        log("note: thresholds not set: leave-one-out calibration scores each fit image against the others and needs "
+            "at least 2 normal images (got 1); pass --calibration-images DIR with other normal images to get "
+            "thresholds, or `lake predict` will print scores without labels")
     model.save(args.out)
-    print(json.dumps({"out": str(args.out), "shots": model.shots, "layers": model.layers,
-                      "neurons": sum(len(n["indices"]) for n in model.neurons),
-                      "image_threshold": model.image_threshold, "pixel_threshold": model.pixel_threshold}))
+    log.out(json.dumps({"out": str(args.out), "shots": model.shots, "layers": model.layers,
+                        "neurons": sum(len(n["indices"]) for n in model.neurons),
+                        "image_threshold": model.image_threshold, "pixel_threshold": model.pixel_threshold}))
     return EXIT_OK
 
 
 def cmd_predict(args) -> int:
-    import numpy as np  # noqa: PLC0415
-
     import pylake  # noqa: PLC0415
+    from . import _outputs  # noqa: PLC0415
     from .evaluate import Progress, write_heatmap  # noqa: PLC0415
 
+    log = _Log(args.quiet)
     clip = pylake.load_clip(args.model)
     model = pylake.NormalityModel.load(args.model_file, clip)
     images = image_paths(args.images)
+    keys = _outputs.output_keys(images)  # before anything is written: a duplicate input is an error
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    marker = _outputs.RunMarker(out, "lake predict " + " ".join(map(str, sys.argv[1:])))
+    if model.image_threshold is None:
+        log("note: " + _no_threshold_note(model))
     rows = []
     bar = Progress(len(images), "predict", not args.quiet)
-    for path in images:
-        pred = model.score(pylake.load_images([path], clip, model.image_size))
+    for path, key in zip(images, keys):
+        pred = model.score(path)
         amap = pred.anomaly_map[0]
-        stem = path.stem
-        write_heatmap(out / f"{stem}_overlay.png", path, amap)
+        write_heatmap(out / "overlays" / f"{key}.png", path, amap)
         if args.map_format == "npy":
-            np.save(out / f"{stem}_map.npy", amap.numpy())
+            _outputs.save_npy(out / "maps" / f"{key}.npy", amap)
         else:
-            from PIL import Image  # noqa: PLC0415
-
-            Image.fromarray((amap.clamp(0, 1) * 65535 + 0.5).to(torch.int32).numpy().astype(np.uint16)).save(
-                out / f"{stem}_map.png")
-        label = None if pred.pred_label is None else bool(pred.pred_label[0])
-        rows.append({"image": str(path), "score": float(pred.pred_score[0]), "label": label})
+            _outputs.write_png(out / "maps" / f"{key}.png",
+                               (amap.clamp(0, 1) * 65535 + 0.5).floor().to(torch.int32).to(torch.uint16))
+        label = None if pred.pred_label is None else int(pred.pred_label[0])
+        rows.append({"path": str(path), "key": key, "category": model.class_name, "defect": None, "label": None,
+                     "score": float(pred.pred_score[0]), "pred_label": label})
         bar.step()
-    (out / "scores.json").write_text(json.dumps(rows, indent=2))
-    with open(out / "scores.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["image", "score", "label"])
-        w.writeheader()
-        w.writerows(rows)
+    _outputs.write_table(rows, out / "predictions", PREDICT_FIELDS)
+    marker.done()
     for r in rows:
-        print(f"{r['image']}\t{r['score']:.6f}\t{'-' if r['label'] is None else ('anomalous' if r['label'] else 'normal')}")
+        word = "-" if r["pred_label"] is None else ("anomalous" if r["pred_label"] else "normal")
+        log.out(f"{r['path']}\t{r['score']!r}\t{word}")
+    log(f"outputs: {out / 'predictions.csv'}, {out / 'predictions.json'}, {out / 'maps'}, {out / 'overlays'}")
     return EXIT_OK
+
+
+PREDICT_FIELDS = ("path", "key", "category", "defect", "label", "score", "pred_label")
+
+
+def _dataset_kwargs(args) -> dict:
+    """The data-set reader options given on the command line (those of the chosen kind)."""
+    kw = {"allow_missing_masks": bool(args.allow_missing_masks)}
+    folder_only = {"--abnormal": args.abnormal, "--masks": args.masks, "--normal-test": args.normal_test,
+                   "--mask-rule": args.mask_rule, "--name": args.name}
+    if args.dataset == "folder":
+        kw.update(abnormal_dir=args.abnormal, mask_dir=args.masks, test_normal_dir=args.normal_test)
+        if args.mask_rule:
+            kw["mask_rule"] = args.mask_rule
+        if args.name:
+            kw["name"] = args.name
+    else:
+        given = [flag for flag, v in folder_only.items() if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to --dataset folder only, not to --dataset {args.dataset}")
+    if args.split_csv is not None:
+        if args.dataset != "visa":
+            raise ValueError(f"--split-csv applies to --dataset visa only, not to --dataset {args.dataset}")
+        kw["split_csv"] = args.split_csv
+    return kw
 
 
 def cmd_eval(args) -> int:
@@ -113,37 +167,38 @@ def cmd_eval(args) -> int:
     from . import datasets, evaluate  # noqa: PLC0415
     from .paper import paper_table  # noqa: PLC0415
 
+    log = _Log(args.quiet)
+    cats = datasets.open_dataset(args.dataset, args.root, categories=args.categories, **_dataset_kwargs(args))
     clip = pylake.load_clip(args.model)
-    kw = {}
-    if args.dataset == "folder":
-        kw = dict(abnormal_dir=args.abnormal, mask_dir=args.masks)
-    cats = datasets.open_dataset(args.dataset, args.root, categories=args.categories, **kw)
     meta = {"model": args.model, "dataset": args.dataset, "root": args.root, "shots": args.shots, "seeds": args.seeds,
             "random_weights": bool(args.random_weights), "options": _options(args)}
     files = evaluate.run(clip, cats, args.shots, args.seeds, Path(args.out), _options(args), meta,
-                         n_heatmaps=args.heatmaps, progress=not args.quiet, log=_say if not args.quiet else (lambda s: None))
+                         n_heatmaps=args.heatmaps, progress=not args.quiet, log=log,
+                         allow_one_class=args.allow_one_class, save_maps=args.save_maps)
     summary = json.loads(files["json"].read_text())["summary"]
-    print(paper_table(args.dataset, summary))
-    _say(f"report: {files['md']} {files['csv']} {files['json']}")
+    table = paper_table(args.dataset, summary, [c.name for c in cats])
+    log.out(table if table else evaluate.markdown_table(summary))
+    log(f"report: {files['md']} {files['csv']} {files['json']}; per image: {files['images_csv']}")
     return EXIT_OK
 
 
 def cmd_inspect(args) -> int:
     import pylake  # noqa: PLC0415
 
+    log = _Log(False)
     clip = pylake.load_clip(args.model)
     model = pylake.NormalityModel.load(args.model_file, clip)
-    print(f"{model!r}: {model.shots} shots, image size {model.image_size}, semantic layer {model.semantic_layer}, "
-          f"thresholds image {model.image_threshold} pixel {model.pixel_threshold}")
+    log.out(f"{model!r}: {model.shots} shots, image size {model.image_size}, semantic layer {model.semantic_layer}, "
+            f"thresholds image {model.image_threshold} pixel {model.pixel_threshold}")
     for n in model.neurons:
         top = torch.argsort(n["scores"], descending=True)[: args.top]
-        print(f"layer {n['layer']}: {len(n['indices'])} neurons; top by score: " + ", ".join(
+        log.out(f"layer {n['layer']}: {len(n['indices'])} neurons; top by score: " + ", ".join(
             f"#{int(n['indices'][i])} (score {float(n['scores'][i]):.4g}, mean {float(n['mean'][i]):.3g}, "
             f"std {float(n['std'][i]):.3g})" for i in top))
     if args.image:
-        for d in model.explain(pylake.load_images([args.image], clip, model.image_size), top=args.top):
-            print(f"explain: layer {d['layer']} neuron {d['channel']} deviation {d['deviation']:.3f} "
-                  f"(peak at pixel {divmod(int(d['map'].argmax()), d['map'].shape[1])})")
+        for d in model.explain(args.image, top=args.top):
+            log.out(f"explain: layer {d['layer']} neuron {d['channel']} deviation {d['deviation']:.3f} "
+                    f"(peak at pixel {divmod(int(d['map'].argmax()), d['map'].shape[1])})")
     return EXIT_OK
 
 
@@ -158,32 +213,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normal", required=True, nargs="+", help="normal images or folders of them")
     p.add_argument("--out", required=True, help="the .lake file to write")
     p.add_argument("--quantile", type=float, default=0.99,
-                   help="calibrate thresholds at this quantile of leave-one-out normal scores (0: no thresholds)")
+                   help="calibrate thresholds at this quantile of normal scores (0: no thresholds)")
+    p.add_argument("--calibration-images", nargs="+", metavar="IMAGES",
+                   help="normal images (or folders) not used for the fit, to calibrate the thresholds on "
+                        "(default: leave-one-out on the fit images, which needs at least 2)")
+    p.add_argument("--quiet", action="store_true", help="print errors only")
     _method_options(p)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("predict", help="score images with a fitted model: overlays, raw maps, scores")
+    p = sub.add_parser("predict", help="score images with a fitted model: overlays, raw maps, a per-image table",
+                       description="Score images. Outputs (each written atomically) are named by the image's path "
+                       "relative to the inputs' common folder: OUT/maps/<path>.npy, OUT/overlays/<path>.png, and "
+                       "OUT/predictions.csv / .json. Maps are at each image's resolution.")
     p.add_argument("model_file", help="a .lake file written by `lake fit`")
     p.add_argument("images", nargs="+", help="images or folders")
     p.add_argument("--model", required=True, help="the CLIP archive the model was fitted with")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--map-format", default="npy", choices=["npy", "png16"], help="raw map as .npy or 16-bit PNG")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--map-format", default="npy", choices=["npy", "png16"],
+                   help="raw map as .npy (float32) or 16-bit PNG (map clamped to [0, 1] x 65535)")
+    p.add_argument("--quiet", action="store_true", help="print errors only")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("eval", help="evaluate on a data set: per-category and mean metrics, paper table")
+    p = sub.add_parser("eval", help="evaluate on a data set: per-category and mean metrics, paper table",
+                       description="Evaluate on a data set. Writes OUT/report.json (strict JSON, null for undefined "
+                       "metrics), report.csv, report.md, images.csv / images.json (one row per test image and run), "
+                       "heatmaps and, with --save-maps, every raw map. OUT holds an INCOMPLETE marker until the "
+                       "run has finished.")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True, choices=["mvtec", "visa", "btad", "mpdd", "loco", "folder"])
-    p.add_argument("--root", required=True, help="data set root (for folder: the normal images' folder)")
-    p.add_argument("--abnormal", help="folder: the anomalous test images")
-    p.add_argument("--masks", help="folder: the masks of the anomalous images")
+    p.add_argument("--root", required=True, help="data set root (for folder: the normal training images' folder)")
     p.add_argument("--categories", nargs="+")
+    p.add_argument("--allow-missing-masks", action="store_true",
+                   help="keep anomalous test images without a mask (they then count for the image metrics only)")
+    p.add_argument("--allow-one-class", action="store_true",
+                   help="run on test splits without normal or without anomalous images, reporting the undefined "
+                        "metrics as null (default: an error)")
+    g = p.add_argument_group("--dataset folder")
+    g.add_argument("--abnormal", help="the anomalous test images (or sub-folders of them, one per defect)")
+    g.add_argument("--normal-test", help="the normal test images")
+    g.add_argument("--masks", help="the masks of the anomalous images")
+    g.add_argument("--mask-rule", help="mask file name for an image: {stem}, {name}, {suffix} (default {stem}_mask.png)")
+    g.add_argument("--name", help="the category's name (default: folder)")
+    p.add_argument("--split-csv", help="--dataset visa: the split CSV (default: ROOT/split_csv/1cls.csv)")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--heatmaps", type=int, default=3, help="example heatmaps per category")
+    p.add_argument("--save-maps", action="store_true", help="write every raw map as OUT/maps/.../<path>.npy")
     p.add_argument("--random-weights", action="store_true", help="say in the report that the backbone is random")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="print errors only")
     _method_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -199,14 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    out = getattr(args, "out", None)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:
-        _say(f"lake {args.command}: error: {e}")
+        _error(args, f"error: {e}", out)
         return EXIT_USAGE
     except RuntimeError as e:
-        _say(f"lake {args.command}: failed: {e}")
+        _error(args, f"failed: {e}", out)
         return EXIT_FAILED
+
+
+def _error(args, msg: str, out) -> None:
+    from ._outputs import INCOMPLETE  # noqa: PLC0415
+
+    if out is not None and args.command in ("predict", "eval") and (Path(out) / INCOMPLETE).exists():
+        msg += f" (the output folder '{out}' is incomplete: it holds the marker file {INCOMPLETE})"
+    print(f"lake {args.command}: {msg}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

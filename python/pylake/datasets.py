@@ -258,7 +258,7 @@ def _layout_category(cat_dir: Path, resolver, what: str, allow_missing_masks: bo
         raise ValueError(
             f"{what}: {len(missing)} anomalous test image(s) of category '{cat_dir.name}' have no mask in "
             f"'{gt}/<defect>/' (tried {', '.join(rules)}), e.g. '{missing[0]}'; "
-            "pass allow_missing_masks=True to keep them without pixel ground truth"
+            "pass allow_missing_masks=True (CLI: --allow-missing-masks) to keep them without pixel ground truth"
         )
     if not test:
         raise ValueError(f"{what}: category '{cat_dir.name}' has no test images in '{test_dir}'")
@@ -322,7 +322,7 @@ def visa(
         if not csv_path.is_file() and not csv_path.is_absolute() and (r / csv_path).is_file():
             csv_path = r / csv_path
     if not csv_path.is_file():
-        raise ValueError(f"visa: split CSV '{csv_path}' does not exist (pass split_csv=...)")
+        raise ValueError(f"visa: split CSV '{csv_path}' does not exist (pass split_csv=..., CLI: --split-csv)")
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in (reader.fieldnames or [])]
@@ -387,7 +387,7 @@ def visa(
         if missing:
             raise ValueError(
                 f"visa: {len(missing)} anomalous test image(s) of category '{name}' have no mask file, e.g. mask "
-                f"{missing[0]}; pass allow_missing_masks=True to keep them without pixel ground truth"
+                f"{missing[0]}; pass allow_missing_masks=True (CLI: --allow-missing-masks) to keep them without pixel ground truth"
             )
         if not test:
             raise ValueError(f"visa: category '{name}' has no test rows in '{csv_path}'")
@@ -444,7 +444,7 @@ def folder(
     if missing:
         raise ValueError(
             f"{what}: {len(missing)} anomalous image(s) have no mask by rule '{mask_rule}', e.g. expected "
-            f"{missing[0]}; pass allow_missing_masks=True to keep them without pixel ground truth"
+            f"{missing[0]}; pass allow_missing_masks=True (CLI: --allow-missing-masks) to keep them without pixel ground truth"
         )
     test.sort(key=_sort_key)
     return [Category(name=name, train=train, test=test, has_masks=md is not None)]
@@ -495,30 +495,37 @@ def few_shot(train: Sequence[Path], k: int, seed: int) -> List[Path]:
     return random.Random(seed).sample(train, k)
 
 
-def _load_mask(p: Path, height: int, width: int) -> torch.Tensor:
-    from PIL import Image  # noqa: PLC0415
+def _load_mask(p: Path, height: Optional[int], width: Optional[int]) -> torch.Tensor:
+    """One mask file through the C++ reader (:func:`pylake.read_mask`: > 127 after PIL's
+    ``convert("L")``), nearest-resized (:func:`pylake.resize_mask`, as PIL) when a size is given."""
+    from . import _C  # noqa: PLC0415  (datasets itself needs no extension)
 
     try:
-        with Image.open(p) as im:
-            m = im.convert("L")
-    except FileNotFoundError:
-        raise ValueError(f"mask file '{p}' does not exist") from None
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"mask file '{p}' could not be decoded: {e}") from None
-    if m.size != (width, height):
-        m = m.resize((width, height), Image.NEAREST)
-    x = torch.frombuffer(bytearray(m.tobytes()), dtype=torch.uint8).view(height, width)
-    return x > 127
+        m = _C.read_mask(os.fspath(p))
+    except ValueError as e:
+        raise ValueError(f"mask file '{p}' could not be read: {e}") from None
+    if height is not None and tuple(m.shape) != (height, width):
+        m = _C.resize_mask(m, int(height), int(width))
+    return m
 
 
-def read_mask(sample: Sample, height: int, width: int, allow_missing: bool = False) -> Optional[torch.Tensor]:
+def read_mask(sample: Sample, height: Optional[int] = None, width: Optional[int] = None,
+              allow_missing: bool = False) -> Optional[torch.Tensor]:
     """The ground truth of ``sample`` as an ``(height, width)`` bool tensor (nearest resize,
-    anomalous where the grey value > 127). Normal samples: all False. A folder of masks
-    (MVTec LOCO) is united. An anomalous sample without a mask raises ``ValueError``, or gives
-    ``None`` with ``allow_missing=True``.
+    anomalous where the grey value > 127). ``height`` / ``width`` ``None``: the size of the
+    sample's image file (the resolution of its anomaly map). Normal samples: all False. A
+    folder of masks (MVTec LOCO) is united. An anomalous sample without a mask raises
+    ``ValueError``, or gives ``None`` with ``allow_missing=True``.
     """
-    if height <= 0 or width <= 0:
+    if (height is None) != (width is None):
+        raise ValueError(f"read_mask: pass both height and width, or neither, got {height} x {width}")
+    if height is not None and (height <= 0 or width <= 0):
         raise ValueError(f"read_mask: size must be positive, got {height} x {width}")
+    if height is None:
+        from . import _C  # noqa: PLC0415
+
+        img = _C.read_image(os.fspath(sample.path))
+        height, width = int(img.shape[1]), int(img.shape[2])
     if sample.label == 0:
         return torch.zeros(height, width, dtype=torch.bool)
     if sample.mask_path is None:

@@ -2,14 +2,15 @@
 the whole test split scored, image and pixel metrics, averaged over seeds and categories.
 
 Memory stays bounded: images are scored one at a time and pixel metrics are streamed
-(`pylake.metrics.PixelMetrics`), maps and masks at the backbone resolution S x S.
+(`pylake.metrics.PixelMetrics`, binned over the range the maps actually take). Images go
+through the file rule of `NormalityModel` (backbone at S x S, maps and masks at each
+file's resolution), so a score here equals `NormalityModel.score(path)` and `lake predict`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
-from . import datasets, metrics
+from . import _C, _outputs, datasets, metrics
 from ._clip import ClipModel
-from ._normality import NormalityModel, load_images
+from ._normality import NormalityModel
 
 METRIC_KEYS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro")
 
@@ -50,86 +51,131 @@ class Progress:
 
 @dataclass
 class RunResult:
-    """Metrics of one (category, shots, seed) run."""
+    """Metrics of one (category, shots, seed) run (``None`` where a metric is undefined),
+    and one row per test image."""
 
     category: str
     shots: int
     seed: int
-    metrics: Dict[str, float]
+    metrics: Dict[str, Optional[float]]
     seconds: float
     n_test: int
     heatmaps: List[str] = field(default_factory=list)
+    images: List[dict] = field(default_factory=list)
 
     def row(self) -> dict:
         return {"category": self.category, "shots": self.shots, "seed": self.seed, **self.metrics,
                 "seconds": round(self.seconds, 3), "n_test": self.n_test}
 
 
+IMAGE_FIELDS = ("path", "key", "category", "defect", "label", "score", "pred_label", "shots", "seed")
+
+
+def one_class_problem(category: datasets.Category) -> Optional[str]:
+    """Why the image metrics of ``category`` are undefined (a test split without normal or
+    without anomalous images), or ``None``."""
+    n_anom = category.num_anomalous
+    n_norm = len(category.test) - n_anom
+    if n_norm and n_anom:
+        return None
+    missing = "normal" if not n_norm else "anomalous"
+    return (f"category '{category.name}' has no {missing} test images ({n_norm} normal, {n_anom} anomalous): image "
+            "AUROC, AP and F1-max are undefined" + (" and so are the pixel metrics" if not n_anom else ""))
+
+
+def _undefined_for(problem_missing_anomalous: bool) -> tuple:
+    return METRIC_KEYS if problem_missing_anomalous else METRIC_KEYS[:3]
+
+
 def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, seed: int,
-                      options: Optional[dict] = None, heatmap_dir: Optional[Path] = None, n_heatmaps: int = 0,
-                      progress: bool = False) -> RunResult:
-    """Fit on ``shots`` normal images of ``category`` (drawn with ``seed``), score its test
-    split, and compute the metrics (pixel metrics only when the set has masks)."""
+                      options: Optional[dict] = None, out: Optional[Path] = None, n_heatmaps: int = 0,
+                      progress: bool = False, save_maps: bool = False) -> RunResult:
+    """Fit on ``shots`` normal images of ``category`` (drawn with ``seed``), calibrate on
+    them (leave-one-out, when ``shots >= 2``), score its test split, and compute the
+    metrics (pixel metrics only when the set has masks; ``None`` where undefined).
+
+    Every image goes through the file rule of :class:`NormalityModel` (maps at the file's
+    resolution, the masks read at the same size). Under ``out``: up to ``n_heatmaps``
+    heatmaps of anomalous images and, with ``save_maps``, every raw map (``.npy``), named
+    ``<category>/<shots>shot_seed<seed>/<path relative to the test images' common folder>``.
+    """
     t0 = time.perf_counter()
     opts = dict(options or {})
     opts.setdefault("class_name", category.name.replace("_", " "))
     model = NormalityModel(clip, **opts)
     train = datasets.few_shot(category.train, shots, seed)
-    size = model.image_size
-    model.fit(load_images(train, clip, size) if train else torch.empty(0, 3, size, size))
-    pixel = metrics.PixelMetrics(0.0, 1.0) if category.has_masks else None
-    scores: List[float] = []
-    labels: List[int] = []
+    model.fit(train)
+    if len(train) >= 2:
+        model.calibrate(train, leave_one_out=True)
+    pixel = metrics.PixelMetrics() if category.has_masks else None
+    image_metrics = metrics.ImageMetrics()
+    keys = _outputs.output_keys([s.path for s in category.test])
+    run_dir = f"{category.name}/{shots}shot_seed{seed}"
     heatmaps: List[str] = []
+    rows: List[dict] = []
     bar = Progress(len(category.test), f"{category.name} {shots}-shot seed {seed}", progress)
-    for i, sample in enumerate(category.test):
-        x = load_images([sample.path], clip, size)
-        pred = model.score(x)
-        scores.append(float(pred.pred_score[0]))
-        labels.append(sample.label)
+    for sample, key in zip(category.test, keys):
+        pred = model.score(sample.path)
+        amap = pred.anomaly_map[0]
+        image_metrics.update(pred.pred_score, torch.tensor([sample.label]))
+        mask = None
         if pixel is not None:
-            mask = datasets.read_mask(sample, size, size, allow_missing=True)
+            mask = datasets.read_mask(sample, amap.shape[0], amap.shape[1], allow_missing=True)
             if mask is not None:
                 pixel.update(pred.anomaly_map, mask.unsqueeze(0))
-        if heatmap_dir is not None and len(heatmaps) < n_heatmaps and sample.label == 1:
-            heatmaps.append(str(write_heatmap(heatmap_dir / f"{category.name}_{sample.defect}_{sample.path.stem}.png",
-                                              sample.path, pred.anomaly_map[0])))
+        if out is not None and save_maps:
+            _outputs.save_npy(out / "maps" / run_dir / f"{key}.npy", amap)
+        if out is not None and len(heatmaps) < n_heatmaps and sample.label == 1:
+            heatmaps.append(str(write_heatmap(out / "heatmaps" / run_dir / f"{key}.png", sample.path, amap,
+                                              mask=mask)))
+        rows.append({"path": str(sample.path), "key": key, "category": category.name, "defect": sample.defect,
+                     "label": sample.label, "score": float(pred.pred_score[0]),
+                     "pred_label": None if pred.pred_label is None else int(pred.pred_label[0]),
+                     "shots": shots, "seed": seed})
         bar.step()
-    result = metrics.evaluate(torch.tensor(scores), torch.tensor(labels))
-    out = {k: result.get(k, math.nan) for k in METRIC_KEYS}
+    img = image_metrics.compute()
+    result: Dict[str, Optional[float]] = dict.fromkeys(METRIC_KEYS)
+    result.update(image_auroc=img.auroc, image_ap=img.ap, image_f1_max=img.f1_max)
     if pixel is not None:
         p = pixel.compute()
-        out.update(pixel_auroc=p["auroc"], pixel_ap=p["ap"], pixel_f1_max=p["f1_max"], pixel_aupro=p["aupro"])
-    return RunResult(category.name, shots, seed, out, time.perf_counter() - t0, len(category.test), heatmaps)
+        result.update(pixel_auroc=p.auroc, pixel_ap=p.ap, pixel_f1_max=p.f1_max, pixel_aupro=p.aupro)
+    problem = one_class_problem(category)
+    if problem is not None:  # AP and F1-max of one class are trivially 1: not a result
+        for k in _undefined_for(category.num_anomalous == 0):
+            result[k] = None
+    result = {k: _outputs.finite_or_none(v) for k, v in result.items()}
+    return RunResult(category.name, shots, seed, result, time.perf_counter() - t0, len(category.test), heatmaps, rows)
 
 
 def write_heatmap(path: Path, image: Path, amap: torch.Tensor, lo: Optional[float] = None,
-                  hi: Optional[float] = None, mask: Optional[Path] = None) -> Path:
+                  hi: Optional[float] = None, mask=None) -> Path:
     """The image and its anomaly map blended over it (jet colours) side by side, and the
-    ground-truth ``mask`` as a third panel when that file exists, as a PNG. The colours span
-    ``lo..hi`` (default: the map's own min..max, as anomalib shows maps)."""
-    from PIL import Image  # noqa: PLC0415
-
+    ground-truth ``mask`` (an (H, W) bool tensor or a mask file) as a third panel when
+    given, as a PNG written atomically. The colours span ``lo..hi`` (default: the map's
+    own min..max, as anomalib shows maps). The image is decoded by the C++ reader; when its
+    size differs from the map's (a tensor input), it is resized for display."""
     h, w = amap.shape
-    base = Image.open(image).convert("RGB").resize((w, h), Image.BICUBIC)
+    base = _C.read_image(os.fspath(image)).float()
+    if tuple(base.shape[1:]) != (h, w):
+        base = torch.nn.functional.interpolate(base[None], size=(h, w), mode="bilinear", antialias=True,
+                                               align_corners=False)[0].clamp(0, 255)
     lo = float(amap.min()) if lo is None else lo
     hi = float(amap.max()) if hi is None else hi
-    x = ((amap - lo) / max(hi - lo, 1e-12)).clamp(0, 1).unsqueeze(-1)
-    rgb = (1.5 - (4.0 * x - torch.tensor([3.0, 2.0, 1.0])).abs()).clamp(0, 1)
-    heat = Image.fromarray((rgb * 255 + 0.5).to(torch.uint8).numpy())
-    panels = [base, Image.blend(base, heat, 0.5)]
-    if mask is not None and Path(mask).exists():
-        panels.append(Image.open(mask).convert("L").resize((w, h), Image.NEAREST).convert("RGB"))
-    sheet = Image.new("RGB", (w * len(panels), h))
-    for i, panel in enumerate(panels):
-        sheet.paste(panel, (i * w, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+    x = ((amap.float() - lo) / max(hi - lo, 1e-12)).clamp(0, 1).unsqueeze(0)
+    heat = (1.5 - (4.0 * x - torch.tensor([3.0, 2.0, 1.0]).view(3, 1, 1)).abs()).clamp(0, 1) * 255
+    panels = [base, 0.5 * base + 0.5 * heat]
+    if mask is not None:
+        m = datasets._load_mask(Path(mask), h, w) if isinstance(mask, (str, os.PathLike)) else mask
+        if tuple(m.shape) != (h, w):
+            m = _C.resize_mask(m.bool(), h, w)
+        panels.append(m.float().mul(255).expand(3, h, w))
+    sheet = (torch.cat(panels, dim=2) + 0.5).floor().clamp(0, 255).to(torch.uint8)
+    return _outputs.write_png(path, sheet)
 
 
 def summarise(results: Sequence[RunResult]) -> List[dict]:
-    """Mean over seeds per (category, shots), then a "mean" row per shots over categories."""
+    """Mean over seeds per (category, shots), then a "mean" row per shots over categories
+    (``None`` where no run defines the metric)."""
     groups: Dict[tuple, List[RunResult]] = {}
     for r in results:
         groups.setdefault((r.category, r.shots), []).append(r)
@@ -144,9 +190,9 @@ def summarise(results: Sequence[RunResult]) -> List[dict]:
     return rows
 
 
-def _mean(values: Iterable[float]) -> float:
+def _mean(values: Iterable[Optional[float]]) -> Optional[float]:
     v = [x for x in values if x is not None and not math.isnan(x)]
-    return sum(v) / len(v) if v else math.nan
+    return sum(v) / len(v) if v else None
 
 
 def markdown_table(rows: Sequence[dict], keys: Sequence[str] = METRIC_KEYS) -> str:
@@ -154,41 +200,64 @@ def markdown_table(rows: Sequence[dict], keys: Sequence[str] = METRIC_KEYS) -> s
     sep = "|---|---|" + "---|" * len(keys)
     lines = [head, sep]
     for r in rows:
-        cells = ["-" if math.isnan(r[k]) else f"{100 * r[k]:.1f}" for k in keys]
+        cells = ["-" if r[k] is None or math.isnan(r[k]) else f"{100 * r[k]:.1f}" for k in keys]
         lines.append(f"| {r['category']} | {r['shots']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_report(out: Path, results: Sequence[RunResult], meta: dict) -> Dict[str, Path]:
-    """report.json (every run + summary + meta), report.csv (summary), report.md (table)."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_report(out: Path, results: Sequence[RunResult], meta: dict, warnings: Sequence[str] = ()) -> Dict[str, Path]:
+    """report.json (meta, warnings, every run, summary; strict JSON with ``null`` for
+    undefined metrics), report.csv (summary), report.md (table), images.csv / images.json
+    (one row per test image and run). Every file is written atomically."""
     rows = summarise(results)
-    files = {"json": out / "report.json", "csv": out / "report.csv", "md": out / "report.md"}
-    files["json"].write_text(json.dumps({"meta": meta, "runs": [r.row() for r in results], "summary": rows},
-                                        indent=2, default=str))
-    with open(files["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["category", "shots", "seeds", *METRIC_KEYS])
-        w.writeheader()
-        w.writerows(rows)
+    files = {"json": out / "report.json", "md": out / "report.md"}
+    _outputs.write_text(files["json"], _outputs.dumps({"meta": meta, "warnings": list(warnings),
+                                                       "runs": [r.row() for r in results], "summary": rows}) + "\n")
+    files.update(_outputs.write_table(rows, out / "report", ["category", "shots", "seeds", *METRIC_KEYS], ("csv",)))
+    images = _outputs.write_table([row for r in results for row in r.images], out / "images", IMAGE_FIELDS)
+    files["images_csv"], files["images_json"] = images["csv"], images["json"]
     note = "\n\n**Random-weight backbone: these numbers only show that the pipeline runs.**" if meta.get(
         "random_weights") else ""
-    files["md"].write_text(f"# LAKE evaluation\n\nModel: `{meta.get('model')}`, data set: {meta.get('dataset')} "
-                           f"(`{meta.get('root')}`), seeds {meta.get('seeds')}; metrics in %.{note}\n\n"
-                           + markdown_table(rows) + "\n")
+    warn = "".join(f"\n\n**Warning:** {w}" for w in warnings)
+    _outputs.write_text(files["md"], f"# LAKE evaluation\n\nModel: `{meta.get('model')}`, data set: "
+                        f"{meta.get('dataset')} (`{meta.get('root')}`), seeds {meta.get('seeds')}; metrics in %; "
+                        f"- = undefined.{note}{warn}\n\n" + markdown_table(rows) + "\n")
     return files
 
 
 def run(clip: ClipModel, categories: Sequence[datasets.Category], shots: Sequence[int], seeds: Sequence[int],
         out: Path, options: Optional[dict] = None, meta: Optional[dict] = None, n_heatmaps: int = 3,
-        progress: bool = True, log: Callable[[str], None] = lambda s: None) -> Dict[str, Path]:
-    """Every category x shots x seed; writes the report and heatmaps into ``out``."""
+        progress: bool = True, log: Callable[[str], None] = lambda s: None, allow_one_class: bool = False,
+        save_maps: bool = False) -> Dict[str, Path]:
+    """Every category x shots x seed; writes the report, the per-image table, heatmaps and
+    (``save_maps``) raw maps into ``out``.
+
+    A category whose test split lacks normal or anomalous images is a ValueError before
+    anything runs, unless ``allow_one_class``: its undefined metrics are then ``null`` and
+    the report carries a warning. While running, ``out`` holds an ``INCOMPLETE`` marker,
+    removed once the report is written; a failed run leaves it."""
+    out = Path(out)
+    warnings = []
+    for cat in categories:
+        problem = one_class_problem(cat)
+        if problem is None:
+            continue
+        if not allow_one_class:
+            raise ValueError(f"{problem}; add the missing test images (folder sets: test_normal_dir / abnormal_dir, "
+                             "CLI: --normal-test / --abnormal), or pass allow_one_class=True (CLI: --allow-one-class) "
+                             "to report those metrics as null")
+        warnings.append(problem + ": reported as null")
+        log("warning: " + warnings[-1])
+    marker = _outputs.RunMarker(out, f"lake eval ({meta.get('dataset') if meta else 'evaluate.run'})")
     results = []
     for cat in categories:
         for k in shots:
             for i, seed in enumerate(seeds):
-                r = evaluate_category(clip, cat, k, seed, options, out / "heatmaps",
-                                      n_heatmaps if i == 0 else 0, progress)
+                r = evaluate_category(clip, cat, k, seed, options, out, n_heatmaps if i == 0 else 0, progress,
+                                      save_maps)
                 log(f"{cat.name} {k}-shot seed {seed}: " + ", ".join(
-                    f"{key} {100 * v:.1f}" for key, v in r.metrics.items() if not math.isnan(v)))
+                    f"{key} {100 * v:.1f}" for key, v in r.metrics.items() if v is not None))
                 results.append(r)
-    return write_report(out, results, meta or {})
+    files = write_report(out, results, meta or {}, warnings)
+    marker.done()
+    return files
