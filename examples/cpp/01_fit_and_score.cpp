@@ -7,8 +7,10 @@
 // OUT.lake (default: <category>.lake in the working folder), loads it back, scores the test
 // split with the loaded model and computes the metrics with lake::metrics. Prints the same
 // lines as examples/python/01_fit_and_score.py (its Python twin, which also writes heatmap
-// PNGs): `fit: ...`, `calibrate: ...`, one `defect/name score label` line per test image,
-// then the image AUROC (and here the pixel metrics). IMAGE_SIZE 0 = the library's default.
+// PNGs): `fit: ...`, `calibrate: ...`, one `defect/name score label` line per test image
+// (here also the map's size and the sequential double sum of its values), then the image
+// AUROC (and here the pixel metrics). IMAGE_SIZE 0 = the library's default. Files go through
+// NormalityModel's *_files methods: the rule every entry point (Python, `lake`) shares.
 #include <lake/image_io.h>
 #include <lake/lake.h>
 
@@ -37,21 +39,34 @@ std::vector<fs::path> image_files(const fs::path& dir) {
   return out;
 }
 
-// (B, 3, S, S) CLIP-normalised batch of image files.
-at::Tensor load(const std::vector<fs::path>& files, const lake::ClipConfig& c, int64_t size) {
-  std::vector<at::Tensor> xs;
-  for (const auto& f : files) xs.push_back(lake::clip_preprocess(lake::read_image(f.string()), size, c.image_mean, c.image_std));
-  return at::stack(xs);
+std::vector<std::string> strings(const std::vector<fs::path>& files) {
+  std::vector<std::string> out;
+  for (const auto& f : files) out.push_back(f.string());
+  return out;
 }
 
-// The ground-truth mask of a test image at size x size (zeros for "good"), or undefined.
-at::Tensor mask_for(const fs::path& cat, const std::string& defect, const fs::path& image, int64_t size) {
-  if (defect == "good") return at::zeros({size, size}, at::kBool);
+// The ground-truth mask of a test image at height x width (zeros for "good"), or undefined.
+at::Tensor mask_for(const fs::path& cat, const std::string& defect, const fs::path& image, int64_t height,
+                    int64_t width) {
+  if (defect == "good") return at::zeros({height, width}, at::kBool);
   for (const std::string& name : {image.stem().string() + "_mask.png", image.stem().string() + ".png"}) {
     const fs::path p = cat / "ground_truth" / defect / name;
-    if (fs::exists(p)) return lake::resize_mask(lake::read_mask(p.string()), size, size);
+    if (fs::exists(p)) {
+      at::Tensor m = lake::read_mask(p.string());
+      return m.size(0) == height && m.size(1) == width ? m : lake::resize_mask(m, height, width);
+    }
   }
   return {};
+}
+
+// A fingerprint of a map's values: their sum in double, in memory order (numpy's
+// np.cumsum(map.astype(float64))[-1] is the same sequential sum).
+double sequential_sum(const at::Tensor& map) {
+  const at::Tensor m = map.contiguous();
+  const float* p = m.data_ptr<float>();
+  double sum = 0;
+  for (int64_t i = 0; i < m.numel(); ++i) sum += p[i];
+  return sum;
 }
 
 }  // namespace
@@ -79,25 +94,27 @@ int main(int argc, char** argv) {
     lake::NormalityModel model(clip, o);
     std::vector<fs::path> normal = image_files(cat / "train" / "good");
     normal.resize(std::min<size_t>(normal.size(), static_cast<size_t>(std::max<int64_t>(shots, 1))));
-    at::Tensor normal_x = load(normal, clip.config(), model.image_size());
     auto t0 = std::chrono::steady_clock::now();
-    model.fit(normal_x);
+    model.fit_files(strings(normal));  // every file: backbone at S x S, maps at the file's resolution
     const double fit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("fit: %zu normal images, %lld px, %lld neurons, %.1f s\n", normal.size(),
                 static_cast<long long>(model.image_size()), static_cast<long long>(model.neurons().total()), fit_s);
 
     // 2. Calibrate on the fit images, leave-one-out.
     if (normal.size() >= 2) {
-      model.calibrate(normal_x, 0.99, /*leave_one_out=*/true);
-      std::printf("calibrate: image threshold %.6f, pixel threshold %.6f\n", *model.image_threshold(),
+      model.calibrate_files(strings(normal), 0.99, /*leave_one_out=*/true);
+      std::printf("calibrate: image threshold %.9g, pixel threshold %.9g\n", *model.image_threshold(),
                   *model.pixel_threshold());
+    } else {
+      std::printf("calibrate: skipped (leave-one-out needs at least 2 normal images)\n");
     }
 
     // 3. Save, and load back: what a deployment would do.
     model.save(out);
     lake::NormalityModel loaded = lake::NormalityModel::load(out, clip);
 
-    // 4. Score the test split with the loaded model; image and pixel metrics.
+    // 4. Score the test split with the loaded model, one file at a time (files may differ
+    // in size); image and pixel metrics at each file's resolution.
     std::vector<std::pair<std::string, fs::path>> tests;
     std::vector<fs::path> dirs;
     for (const auto& d : fs::directory_iterator(cat / "test"))
@@ -105,19 +122,20 @@ int main(int argc, char** argv) {
     std::sort(dirs.begin(), dirs.end());
     for (const auto& d : dirs)
       for (const auto& f : image_files(d)) tests.emplace_back(d.filename().string(), f);
-    std::vector<fs::path> files;
-    for (const auto& t : tests) files.push_back(t.second);
-    lake::Prediction p = loaded.score(load(files, clip.config(), loaded.image_size()));
     std::vector<double> scores;
     std::vector<int> truth;
     lake::metrics::PixelMetrics pixel;
-    for (size_t i = 0; i < tests.size(); ++i) {
-      scores.push_back(p.pred_score[static_cast<int64_t>(i)].item<double>());
-      truth.push_back(tests[i].first != "good");
-      const char* word = !p.pred_label.defined() ? "-" : p.pred_label[static_cast<int64_t>(i)].item<bool>() ? "anomalous" : "normal";
-      std::printf("%s/%s %.6f %s\n", tests[i].first.c_str(), tests[i].second.filename().c_str(), scores.back(), word);
-      at::Tensor mask = mask_for(cat, tests[i].first, tests[i].second, loaded.image_size());
-      if (mask.defined()) pixel.update(p.anomaly_map.slice(0, i, i + 1), mask.unsqueeze(0));
+    for (const auto& [defect, file] : tests) {
+      lake::Prediction p = loaded.score_files({file.string()});
+      scores.push_back(p.pred_score[0].item<double>());
+      truth.push_back(defect != "good");
+      const char* word = !p.pred_label.defined() ? "-" : p.pred_label[0].item<bool>() ? "anomalous" : "normal";
+      // score as float32 round-trips (9 digits); the map's size and sequential sum (17 digits)
+      std::printf("%s/%s %.9g %s map %lldx%lld sum %.17g\n", defect.c_str(), file.filename().c_str(), scores.back(),
+                  word, static_cast<long long>(p.anomaly_map.size(2)), static_cast<long long>(p.anomaly_map.size(1)),
+                  sequential_sum(p.anomaly_map[0]));
+      at::Tensor mask = mask_for(cat, defect, file, p.anomaly_map.size(1), p.anomaly_map.size(2));
+      if (mask.defined()) pixel.update(p.anomaly_map, mask.unsqueeze(0));
     }
     const double image_auroc = lake::metrics::auroc(at::tensor(scores, at::kDouble), at::tensor(truth, at::kInt));
     std::printf("image AUROC: %.4f\n", image_auroc);

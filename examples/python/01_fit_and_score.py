@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "python"))
 import pylake  # noqa: E402
@@ -87,43 +89,46 @@ def main() -> int:
         return 2
     model = pylake.NormalityModel(clip, image_size=image_size, class_name=args.class_name or args.category)
     size = model.image_size
-    normal_x = pylake.load_images(normal, clip, size)  # (k, 3, S, S) CLIP-normalised
     t0 = time.perf_counter()
-    model.fit(normal_x)
+    model.fit(normal)  # files: backbone at S x S, maps at each file's resolution (one rule everywhere)
     print(f"fit: {len(normal)} normal images, {size} px, layers {model.layers}, "
           f"{sum(len(n['indices']) for n in model.neurons)} neurons, {time.perf_counter() - t0:.1f} s")
 
     # 2. Calibrate: thresholds = the 99 % quantile of the fit images' scores and map values,
     #    each fit image scored against the other images' patches (leave-one-out).
     if len(normal) >= 2:
-        model.calibrate(normal_x, quantile=0.99, leave_one_out=True)
-        print(f"calibrate: image threshold {model.image_threshold:.6f}, pixel threshold {model.pixel_threshold:.6f}")
+        model.calibrate(normal, quantile=0.99, leave_one_out=True)
+        print(f"calibrate: image threshold {model.image_threshold:.9g}, pixel threshold {model.pixel_threshold:.9g}")
     else:
         print("calibrate: skipped (leave-one-out needs at least 2 normal images): no labels")
 
-    # 3. Score the test split, one folder per defect type ("good" = normal).
+    # 3. Score the test split, one folder per defect type ("good" = normal), one file at a
+    #    time (files may differ in size; the maps come back at each file's resolution).
     tests = [(d.name, p) for d in sorted((cat / "test").iterdir()) if d.is_dir() for p in image_files(d)]
     t0 = time.perf_counter()
-    pred = model.score(pylake.load_images([p for _, p in tests], clip, size))
+    preds = [model.score(p) for _, p in tests]
     per_image_ms = (time.perf_counter() - t0) / len(tests) * 1000
-    scores = pred.pred_score.tolist()
-    labels = pred.pred_label.tolist() if pred.pred_label is not None else [None] * len(tests)
-    for (defect, p), s, label in zip(tests, scores, labels):
-        word = "-" if label is None else ("anomalous" if label else "normal")
-        print(f"{defect}/{p.name} {s:.6f} {word}")
+    scores = [float(pr.pred_score[0]) for pr in preds]
+    for (defect, p), pr, s in zip(tests, preds, scores):
+        word = "-" if pr.pred_label is None else ("anomalous" if bool(pr.pred_label[0]) else "normal")
+        amap = pr.anomaly_map[0]
+        total = float(np.cumsum(amap.numpy().astype(np.float64))[-1])  # the C++ twin's sequential sum
+        print(f"{defect}/{p.name} {s:.9g} {word} map {amap.shape[1]}x{amap.shape[0]} sum {total:.17g}")
     truth = [int(defect != "good") for defect, _ in tests]
     print(f"image AUROC: {image_auroc(scores, truth):.4f} ({sum(truth)} defective, {len(truth) - sum(truth)} good; "
           f"{per_image_ms:.0f} ms per image)")
 
     # 4. Heatmaps: the first image of each test folder, one colour scale for all.
-    lo, hi = pred.anomaly_map.min().item(), pred.anomaly_map.max().item()
+    lo = min(pr.anomaly_map.min().item() for pr in preds)
+    hi = max(pr.anomaly_map.max().item() for pr in preds)
     firsts = {}
     for i, (defect, _) in enumerate(tests):
         firsts.setdefault(defect, i)
     for i in list(firsts.values())[: max(args.heatmaps, 0)]:
         defect, p = tests[i]
         target = out / f"heatmap_{defect}_{p.stem}.png"
-        write_heatmap(target, p, pred.anomaly_map[i], lo, hi, cat / "ground_truth" / defect / f"{p.stem}_mask.png")
+        mask = cat / "ground_truth" / defect / f"{p.stem}_mask.png"
+        write_heatmap(target, p, preds[i].anomaly_map[0], lo, hi, mask if mask.exists() else None)
         print(f"wrote {target}")
     return 0
 

@@ -45,9 +45,24 @@ def test_fit_and_score_from_paths_and_folders(clip, shared_dir):
     test = sorted((grid / "test" / "bent").iterdir())[:1]
     p = m.score(test, with_branches=True)
     assert p.anomaly_map.shape == (1, 1024, 1024)  # at the file's resolution
-    # The same file as a tensor at its own resolution gives the same result.
+    # The backbone saw the file by the one rule: C++ decoding, PIL's bicubic on uint8 to S.
+    rgb = pylake.read_image(test[0])
+    prepared = m.prepare(test[0])
+    assert (prepared.height, prepared.width) == (1024, 1024)
+    assert torch.equal(prepared.pixels, pylake.clip_preprocess(rgb, 64, clip.config.image_mean, clip.config.image_std))
+    assert torch.equal(pylake.load_images(test, clip, 64)[0], prepared.pixels)
+    # A file scores the same alone, in a batch of files, and through a folder.
+    both = m.score([test[0], test[0].parent / "001.png"])
+    assert torch.equal(both.anomaly_map[0], p.anomaly_map[0]) and torch.equal(both.pred_score[:1], p.pred_score)
+    # The same file as a tensor at its own resolution: maps at H x W too, but its backbone
+    # input is a float resize of the normalised pixels, so the result is close, not equal.
     x = pylake.load_images(test, clip)
-    assert torch.equal(m.score(x).anomaly_map, p.anomaly_map)
+    assert x.shape == (1, 3, 1024, 1024)
+    t = m.score(x)
+    assert t.anomaly_map.shape == p.anomaly_map.shape and not torch.equal(t.anomaly_map, p.anomaly_map)
+    assert (t.anomaly_map - p.anomaly_map).abs().max() < 0.05
+    with pytest.raises(ValueError, match="score files of different sizes in separate calls"):
+        m.score([test[0], shared_dir / "data" / "hazelnut_toy" / "hazelnut" / "train" / "good" / "00.jpg"])
     assert m.fit(grid / "train" / "good").shots == len(list((grid / "train" / "good").iterdir()))
 
 

@@ -120,8 +120,21 @@ def test_fit_and_score_example(grid, clean_env, tmp_path):
 
     folders = sorted(d for d in (grid / "test").iterdir() if d.is_dir())
     expected = [f"{d.name}/{p.name}" for d in folders for p in sorted(d.glob("*.png"))]
-    rows = re.findall(r"^(\S+) (\d+\.\d{6}) (anomalous|normal)$", out, re.M)
-    assert [name for name, _, _ in rows] == expected, out
+    per_image = r"^\S+ \d+\.\d+(?:e-?\d+)? (?:anomalous|normal) map \d+x\d+ sum \S+$"
+    rows = re.findall(per_image, out, re.M)
+    assert [row.split()[0] for row in rows] == expected, out
+    assert all(" map 1024x1024 " in row for row in rows)  # maps at the files' resolution
+
+    # The C++ twin on the same generated model gives the same thresholds, scores, labels and
+    # maps (their sequential sums), digit for digit: one file rule in both languages.
+    cpp = ROOT / "build" / "examples" / "01_fit_and_score"
+    if cpp.exists():
+        model = re.search(r"^model: (\S+) ", out, re.M).group(1)
+        c = subprocess.run([str(cpp), model, str(grid.parent), grid.name, "7", "224", str(tmp_path / "cpp.lake")],
+                           capture_output=True, text=True, timeout=600, check=True).stdout
+        assert re.findall(per_image, c, re.M) == rows, c
+        calib = r"^calibrate: .*$"
+        assert re.findall(calib, c, re.M) == re.findall(calib, out, re.M), c
 
     auroc = re.search(r"^image AUROC: (\d\.\d{4}) \((\d+) defective, (\d+) good", out, re.M)
     assert auroc, out
