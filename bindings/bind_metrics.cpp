@@ -36,16 +36,19 @@ void bind_metrics(py::module_& m) {
       .def("count", &ImageMetrics::count)
       .def("reset", &ImageMetrics::reset);
   py::class_<PixelMetrics>(m, "PixelMetrics")
-      .def(py::init<double, double, int64_t, double, int64_t>(), py::arg("lo") = 0.0, py::arg("hi") = 1.0,
-           py::arg("bins") = 10000, py::arg("fpr_limit") = 0.3, py::arg("exact_limit") = int64_t{1} << 21)
+      .def(py::init<std::optional<double>, std::optional<double>, int64_t, double, int64_t>(),
+           py::arg("lo") = py::none(), py::arg("hi") = py::none(), py::arg("bins") = int64_t{1} << 15,
+           py::arg("fpr_limit") = 0.3, py::arg("exact_limit") = int64_t{1} << 21)
       .def("update", &PixelMetrics::update, py::arg("maps"), py::arg("masks"), py::call_guard<py::gil_scoped_release>())
       .def("compute", &PixelMetrics::compute, py::call_guard<py::gil_scoped_release>())
       .def("reset", &PixelMetrics::reset)
       .def("is_exact", &PixelMetrics::is_exact)
       .def("state_bytes", &PixelMetrics::state_bytes)
       .def_property_readonly("pixels", &PixelMetrics::pixels)
+      .def_property_readonly("fixed_range", &PixelMetrics::fixed_range)
       .def_property_readonly("lo", &PixelMetrics::lo)
       .def_property_readonly("hi", &PixelMetrics::hi)
+      .def_property_readonly("bin_width", &PixelMetrics::bin_width)
       .def_property_readonly("bins", &PixelMetrics::bins);
 }
 

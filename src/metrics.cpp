@@ -305,10 +305,16 @@ void ImageMetrics::reset() {
 
 // ---- PixelMetrics ---------------------------------------------------------------------
 
-PixelMetrics::PixelMetrics(double lo, double hi, int64_t bins, double fpr_limit, int64_t exact_limit)
-    : lo_(lo), hi_(hi), fpr_limit_(fpr_limit), bins_(bins), exact_limit_(exact_limit) {
-  TORCH_CHECK_VALUE(std::isfinite(lo) && std::isfinite(hi) && hi > lo,
-                    "PixelMetrics: expected a finite score range lo < hi, got [", lo, ", ", hi, "]");
+PixelMetrics::PixelMetrics(std::optional<double> lo, std::optional<double> hi, int64_t bins, double fpr_limit,
+                           int64_t exact_limit)
+    : fixed_lo_(lo), fixed_hi_(hi), fpr_limit_(fpr_limit), bins_(bins), exact_limit_(exact_limit) {
+  TORCH_CHECK_VALUE(lo.has_value() == hi.has_value(),
+                    "PixelMetrics: expected both lo and hi (a fixed range) or neither (adaptive), got only ",
+                    lo ? "lo" : "hi");
+  if (lo) {
+    TORCH_CHECK_VALUE(std::isfinite(*lo) && std::isfinite(*hi) && *hi > *lo,
+                      "PixelMetrics: expected a finite score range lo < hi, got [", *lo, ", ", *hi, "]");
+  }
   TORCH_CHECK_VALUE(bins >= 1, "PixelMetrics: expected bins >= 1, got ", bins);
   TORCH_CHECK_VALUE(fpr_limit > 0 && fpr_limit <= 1, "PixelMetrics: expected 0 < fpr_limit <= 1, got ", fpr_limit);
   TORCH_CHECK_VALUE(exact_limit >= 0, "PixelMetrics: expected exact_limit >= 0, got ", exact_limit);
@@ -317,37 +323,113 @@ PixelMetrics::PixelMetrics(double lo, double hi, int64_t bins, double fpr_limit,
 void PixelMetrics::update(const at::Tensor& maps, const at::Tensor& masks) {
   check_maps(maps, masks, "PixelMetrics.update");
   if (maps.numel() == 0) return;
+  // float64 stays float64 (a narrow range far from 0 needs it), anything else is float32.
+  const auto dtype = maps.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto m = maps.to(at::kCPU, dtype);
+  const auto [mn_t, mx_t] = at::aminmax(m);
+  const double mn = mn_t.item<double>(), mx = mx_t.item<double>();
+  const double seen_min = pixels_ == 0 ? mn : std::min(seen_min_, mn);
+  const double seen_max = pixels_ == 0 ? mx : std::max(seen_max_, mx);
+  if (!fixed_range() && (binned_ || pixels_ + maps.numel() > exact_limit_)) {
+    // Checked before any state changes: the adaptive grid's base indices must stay finite.
+    const bool ok = binned_ ? std::isfinite(base_index(seen_min)) && std::isfinite(base_index(seen_max))
+                            : std::isfinite(seen_max - seen_min);
+    TORCH_CHECK_VALUE(ok, "PixelMetrics.update: the scores seen span [", seen_min, ", ", seen_max,
+                      "], too wide for the adaptive range; give a fixed range (lo, hi)");
+  }
+  seen_min_ = seen_min;
+  seen_max_ = seen_max;
   pixels_ += maps.numel();
   if (!binned_ && pixels_ <= exact_limit_) {
     // Own copies: the caller may reuse its buffers.
-    const auto dtype = maps.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    maps_.push_back(maps.to(at::kCPU, dtype).clone(at::MemoryFormat::Contiguous));
+    maps_.push_back(m.clone(at::MemoryFormat::Contiguous));
     masks_.push_back(as_bool(masks).clone(at::MemoryFormat::Contiguous));
     return;
   }
-  if (!binned_) flush();
-  add_binned(maps.to(at::kCPU, at::kFloat).contiguous(), as_bool(masks));
+  if (!binned_)
+    start_binning();
+  else if (!fixed_range())
+    fit_range();
+  m = m.contiguous();
+  auto k = as_bool(masks);
+  if (dtype == at::kDouble)
+    add_binned<double>(m, k);
+  else
+    add_binned<float>(m, k);
 }
 
-void PixelMetrics::flush() {
+void PixelMetrics::start_binning() {
   binned_ = true;
+  const double b = static_cast<double>(bins_);
+  if (fixed_range()) {
+    origin_ = *fixed_lo_;
+    inv_unit_ = b / (*fixed_hi_ - *fixed_lo_);  // the pre-adaptive formula: floor((s - lo) * bins / (hi - lo))
+  } else {
+    // [min, max] of everything seen (seen_* include this batch) in bins - 1/2 bins: the
+    // maximum's base index is bins - 1 (floor of bins - 1/2, rounding cannot reach bins).
+    origin_ = seen_min_;
+    const double range = seen_max_ - seen_min_;
+    inv_unit_ = range > 0 ? (b - 0.5) / range : b / (std::max(std::abs(seen_min_), 1.0) * std::ldexp(1.0, -24));
+  }
+  unit_ = 1.0 / inv_unit_;
+  offset_ = 0;
+  span_ = 1;
   pos_.assign(static_cast<size_t>(bins_), 0.0);
   neg_.assign(static_cast<size_t>(bins_), 0.0);
   pro_.assign(static_cast<size_t>(bins_), 0.0);
-  for (size_t i = 0; i < maps_.size(); ++i) add_binned(maps_[i].to(at::kFloat).contiguous(), masks_[i]);
+  for (size_t i = 0; i < maps_.size(); ++i) {
+    if (maps_[i].scalar_type() == at::kDouble)
+      add_binned<double>(maps_[i], masks_[i]);
+    else
+      add_binned<float>(maps_[i], masks_[i]);
+  }
   maps_ = {};
   masks_ = {};
 }
 
+void PixelMetrics::fit_range() {
+  // Base indices of everything seen; base_index is monotone, so every pixel lies in [lo, hi].
+  const double lo = base_index(seen_min_), hi = base_index(seen_max_);
+  const double b = static_cast<double>(bins_);
+  if (lo >= offset_ && hi < offset_ + b * span_) return;
+  // New lower edge: the edge of the old bin holding the minimum (an edge of the old grid).
+  // New width: the smallest power-of-two multiple of the old one that reaches the maximum.
+  const double shift = std::floor((lo - offset_) / span_);  // in old bins (negative when extending down)
+  const double offset = offset_ + shift * span_;
+  double span = span_;
+  while (!(hi < offset + b * span)) span *= 2;
+  const double ratio = span / span_;  // a power of two: each old bin nests in new bin (i - shift) / ratio
+  std::vector<double> pos(pos_.size(), 0.0), neg(neg_.size(), 0.0), pro(pro_.size(), 0.0);
+  for (int64_t i = 0; i < bins_; ++i) {
+    if (pos_[i] == 0 && neg_[i] == 0) continue;  // empty bins have no PRO mass either
+    const double j = std::floor((static_cast<double>(i) - shift) / ratio);
+    TORCH_INTERNAL_ASSERT(j >= 0 && j < b, "PixelMetrics: a filled bin fell outside the extended range");
+    const auto k = static_cast<size_t>(j);
+    pos[k] += pos_[i];
+    neg[k] += neg_[i];
+    pro[k] += pro_[i];
+  }
+  pos_ = std::move(pos);
+  neg_ = std::move(neg);
+  pro_ = std::move(pro);
+  offset_ = offset;
+  span_ = span;
+}
+
+template <typename scalar_t>
 void PixelMetrics::add_binned(const at::Tensor& maps, const at::Tensor& masks) {
   const int64_t b = maps.size(0), h = maps.size(1), w = maps.size(2), hw = h * w;
-  const float* ps = maps.data_ptr<float>();
+  const scalar_t* ps = maps.data_ptr<scalar_t>();
   const bool* pk = masks.data_ptr<bool>();
-  const double lo = lo_, scale = static_cast<double>(bins_) / (hi_ - lo_);
-  const int64_t nbins = bins_, last = bins_ - 1;
-  auto bin_of = [=](float v) {
-    const double x = (static_cast<double>(v) - lo) * scale;
-    return x <= 0 ? int64_t{0} : std::min(static_cast<int64_t>(x), last);
+  const int64_t nbins = bins_;
+  // The grid of the header (local copies for the inner loop): base index, then bin. Clamped:
+  // the fixed range by definition, the adaptive one never needs it (the grid covers every
+  // pixel seen); `!(i >= 0)` also catches a NaN.
+  const double origin = origin_, inv_unit = inv_unit_, offset = offset_, inv_span = 1.0 / span_;
+  const double last = static_cast<double>(nbins - 1);
+  auto bin_of = [=](scalar_t v) {
+    const double i = std::floor((std::floor((static_cast<double>(v) - origin) * inv_unit) - offset) * inv_span);
+    return !(i >= 0) ? int64_t{0} : (i >= last ? nbins - 1 : static_cast<int64_t>(i));
   };
   // Images are split over the intra-op threads; each chunk fills its own histograms, which
   // are merged in chunk order (integer counts are exact; the PRO sums are deterministic for a
@@ -366,7 +448,7 @@ void PixelMetrics::add_binned(const at::Tensor& maps, const at::Tensor& masks) {
     std::vector<int64_t> labels;
     std::vector<double> weights;
     for (int64_t img = begin; img < end; ++img) {
-      const float* s = ps + img * hw;
+      const scalar_t* s = ps + img * hw;
       const bool* k = pk + img * hw;
       for (int64_t i = 0; i < hw; ++i) ++part.counts[2 * bin_of(s[i]) + (k[i] ? 1 : 0)];
       if (!std::any_of(k, k + hw, [](bool v) { return v; })) continue;
@@ -388,6 +470,9 @@ void PixelMetrics::add_binned(const at::Tensor& maps, const at::Tensor& masks) {
   }
 }
 
+template void PixelMetrics::add_binned<float>(const at::Tensor&, const at::Tensor&);
+template void PixelMetrics::add_binned<double>(const at::Tensor&, const at::Tensor&);
+
 PixelResult PixelMetrics::compute() const {
   TORCH_CHECK(pixels_ > 0, "PixelMetrics.compute: no pixels were streamed in (call update first)");
   if (binned_) {
@@ -404,12 +489,33 @@ PixelResult PixelMetrics::compute() const {
 void PixelMetrics::reset() {
   pixels_ = 0;
   binned_ = false;
+  seen_min_ = seen_max_ = 0;
+  origin_ = offset_ = 0;
+  inv_unit_ = unit_ = span_ = 1;
   maps_ = {};
   masks_ = {};
   pos_ = {};
   neg_ = {};
   pro_ = {};
   regions_ = 0;
+}
+
+std::optional<double> PixelMetrics::lo() const {
+  if (fixed_range()) return fixed_lo_;
+  if (!binned_) return std::nullopt;
+  return origin_ + offset_ * unit_;
+}
+
+std::optional<double> PixelMetrics::hi() const {
+  if (fixed_range()) return fixed_hi_;
+  if (!binned_) return std::nullopt;
+  return origin_ + (offset_ + static_cast<double>(bins_) * span_) * unit_;
+}
+
+std::optional<double> PixelMetrics::bin_width() const {
+  if (fixed_range()) return (*fixed_hi_ - *fixed_lo_) / static_cast<double>(bins_);
+  if (!binned_) return std::nullopt;
+  return span_ * unit_;
 }
 
 int64_t PixelMetrics::state_bytes() const {

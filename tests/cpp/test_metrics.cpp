@@ -4,6 +4,8 @@
 #include <lake/metrics.h>
 
 #include <cmath>
+#include <optional>
+#include <tuple>
 
 using Catch::Contains;
 namespace lm = lake::metrics;
@@ -26,6 +28,103 @@ std::pair<at::Tensor, at::Tensor> blob_maps(int64_t n, int64_t size, uint64_t se
   masks.index_put_({at::arange(0, n, 3)}, false);  // every third image is normal
   maps = (maps + 0.5 * at::exp(-d2 * 0.7) * masks.any(-1).any(-1).view({n, 1, 1})).clamp(0, 1);
   return {maps, masks};
+}
+
+// x: (N, H, W) -> Gaussian blurred (separable, reflected borders).
+at::Tensor blur(const at::Tensor& x, double sigma) {
+  const int64_t r = static_cast<int64_t>(std::ceil(3 * sigma));
+  at::Tensor t = at::arange(-r, r + 1, x.options());
+  at::Tensor k = at::exp(-t.square() / (2 * sigma * sigma));
+  k = k / k.sum();
+  at::Tensor y = at::reflection_pad2d(x.unsqueeze(1), {r, r, r, r});
+  y = at::conv2d(y, k.view({1, 1, 1, -1}));
+  return at::conv2d(y, k.view({1, 1, -1, 1})).squeeze(1);
+}
+
+// Maps like a patch-based detector's, float64 in [0, 1]: random (size / 14)^2 patch scores,
+// raised by a per-image amount where a patch overlaps a defect, upsampled bilinearly and
+// blurred (sigma 4). Defects: an irregular blob (an ellipse with a wobbly border) in two of
+// every three images.
+std::pair<at::Tensor, at::Tensor> realistic_maps(int64_t n, int64_t size, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto opt = at::TensorOptions(at::kDouble);
+  const int64_t g = size / 14;
+  at::Tensor yy = at::arange(size, opt).view({1, size, 1}), xx = at::arange(size, opt).view({1, 1, size});
+  at::Tensor cy = (at::rand({n, 1, 1}, gen, opt) * 0.7 + 0.15) * size;
+  at::Tensor cx = (at::rand({n, 1, 1}, gen, opt) * 0.7 + 0.15) * size;
+  at::Tensor a = (at::rand({n, 1, 1}, gen, opt) * 0.12 + 0.03) * size;
+  at::Tensor b = (at::rand({n, 1, 1}, gen, opt) * 0.12 + 0.03) * size;
+  at::Tensor th = at::rand({n, 1, 1}, gen, opt) * M_PI;
+  at::Tensor u = ((yy - cy) * at::cos(th) + (xx - cx) * at::sin(th)) / a;
+  at::Tensor v = ((xx - cx) * at::cos(th) - (yy - cy) * at::sin(th)) / b;
+  at::Tensor wobble = blur(at::randn({n, size, size}, gen, opt), size / 20.0) * (size / 8.0);
+  at::Tensor masks = (u.square() + v.square() + wobble) <= 1;
+  masks.index_put_({at::arange(0, n, 3)}, false);  // every third image is normal
+  at::Tensor cover = at::adaptive_avg_pool2d(masks.to(at::kDouble).unsqueeze(1), {g, g});
+  at::Tensor found = at::rand({n, 1, 1, 1}, gen, opt) + 0.6;
+  at::Tensor low = at::randn({n, 1, g, g}, gen, opt) * 0.35 + found * cover;
+  at::Tensor maps = blur(at::upsample_bilinear2d(low, {size, size}, false).squeeze(1), 4.0);
+  maps = (maps - maps.min()) / (maps.max() - maps.min());
+  return {maps, masks};
+}
+
+// The exact metrics of (B, H, W) maps.
+lm::PixelResult exact_metrics(const at::Tensor& maps, const at::Tensor& masks) {
+  return {lm::auroc(maps.flatten(), masks.flatten()), lm::average_precision(maps.flatten(), masks.flatten()),
+          lm::f1_max(maps.flatten(), masks.flatten()), lm::aupro(maps, masks)};
+}
+
+// The exact metrics of `maps`, checked against the exact mode of PixelMetrics.
+lm::PixelResult exact_reference(const at::Tensor& maps, const at::Tensor& masks);
+
+// Streams `maps` in batches of 3 through `pm`; returns the (lo, width) grids after each
+// binned batch.
+std::vector<std::pair<double, double>> stream(lm::PixelMetrics& pm, const at::Tensor& maps, const at::Tensor& masks) {
+  std::vector<std::pair<double, double>> grids;
+  for (int64_t i = 0; i < maps.size(0); i += 3) {
+    pm.update(maps.slice(0, i, i + 3), masks.slice(0, i, i + 3));
+    if (!pm.is_exact()) grids.emplace_back(*pm.lo(), *pm.bin_width());
+  }
+  return grids;
+}
+
+// Checks binned vs exact (`e`, the exact metrics of the data; see the header's bounds): the
+// binned result is exactly the metrics of the scores quantised to the final grid; AUROC and
+// AUPRO within 1e-5 of exact; F1-max never above it.
+void check_adaptive(const at::Tensor& maps, const at::Tensor& masks, int64_t exact_limit, bool growing,
+                    const lm::PixelResult& e) {
+  INFO("exact_limit " << exact_limit << ", dtype " << maps.scalar_type());
+  lm::PixelMetrics pm(std::nullopt, std::nullopt, int64_t{1} << 15, 0.3, exact_limit);
+  CHECK(!pm.lo().has_value());
+  CHECK(!pm.fixed_range());
+  const auto grids = stream(pm, maps, masks);
+  REQUIRE(!pm.is_exact());
+  const lm::PixelResult q = pm.compute();
+  const double lo = *pm.lo(), hi = *pm.hi(), w = *pm.bin_width();
+  CHECK(lo <= maps.min().item<double>());
+  CHECK(maps.max().item<double>() < hi);
+  const double ratio = w / grids.front().second;
+  CHECK(ratio == std::exp2(std::round(std::log2(ratio))));  // widened by a power of two
+  if (growing) {
+    CHECK(ratio >= 8);
+    CHECK(lo < grids.front().first);
+  } else {
+    CHECK(ratio <= 2);
+  }
+  at::Tensor bins = at::floor((maps.to(at::kDouble) - lo) / w).clamp(0, pm.bins() - 1);
+  const lm::PixelResult want = exact_metrics(bins, masks);
+  CHECK(q.auroc == Approx(want.auroc).margin(1e-9));
+  CHECK(q.ap == Approx(want.ap).margin(1e-9));
+  CHECK(q.f1_max == Approx(want.f1_max).margin(1e-9));
+  CHECK(q.aupro == Approx(want.aupro).margin(1e-9));
+
+  INFO("errors: auroc " << q.auroc - e.auroc << ", ap " << q.ap - e.ap << ", f1_max " << q.f1_max - e.f1_max
+                        << ", aupro " << q.aupro - e.aupro);
+  CHECK(std::abs(q.auroc - e.auroc) < 1e-5);
+  CHECK(std::abs(q.aupro - e.aupro) < 1e-5);
+  CHECK(q.f1_max <= e.f1_max + 1e-12);
+  CHECK(e.f1_max - q.f1_max < 3e-4);
+  CHECK(std::abs(q.ap - e.ap) < 3e-4);
 }
 
 }  // namespace
@@ -67,6 +166,7 @@ TEST_CASE("degenerate inputs give NaN, bad inputs name themselves", "[metrics]")
   REQUIRE_THROWS_WITH(lm::auroc(floats({0.1f, NAN}), bools({0, 1})), Contains("finite"));
   REQUIRE_THROWS_WITH(lm::aupro(at::rand({2, 4, 4}), at::zeros({2, 4, 5}, at::kBool)), Contains("masks matching"));
   REQUIRE_THROWS_WITH(lm::PixelMetrics(1, 0), Contains("lo < hi"));
+  REQUIRE_THROWS_WITH(lm::PixelMetrics(0.0, std::nullopt), Contains("both lo and hi"));
   lm::PixelMetrics pm;
   REQUIRE_THROWS_WITH(pm.update(at::full({1, 2, 2}, INFINITY), at::zeros({1, 2, 2})), Contains("finite"));
   REQUIRE_THROWS_WITH(pm.compute(), Contains("no pixels"));
@@ -126,10 +226,10 @@ TEST_CASE("AUPRO on hand-worked masks, exact and binned", "[metrics]") {
   CHECK(lm::aupro(line, line_mask, 1.0) == Approx(0.125 + 0.09375 + 0.625));
 }
 
-TEST_CASE("binned PixelMetrics agrees with exact within 1e-3 and its state stays bounded", "[metrics]") {
+TEST_CASE("binned PixelMetrics agrees with exact and its state stays bounded", "[metrics]") {
   auto [maps, masks] = blob_maps(12, 128, 7);
-  lm::PixelMetrics exact(0, 1, 10000, 0.3, /*exact_limit=*/int64_t{1} << 30);
-  lm::PixelMetrics binned(0, 1, 10000, 0.3, /*exact_limit=*/0);
+  lm::PixelMetrics exact(std::nullopt, std::nullopt, 16, 0.3, /*exact_limit=*/int64_t{1} << 30);
+  lm::PixelMetrics binned(std::nullopt, std::nullopt, int64_t{1} << 15, 0.3, /*exact_limit=*/0);
   for (int64_t i = 0; i < 12; i += 4) {
     exact.update(maps.slice(0, i, i + 4), masks.slice(0, i, i + 4));
     binned.update(maps.slice(0, i, i + 4), masks.slice(0, i, i + 4));
@@ -138,22 +238,93 @@ TEST_CASE("binned PixelMetrics agrees with exact within 1e-3 and its state stays
   lm::PixelResult e = exact.compute(), q = binned.compute();
   CHECK(e.auroc == Approx(lm::auroc(maps.flatten(), masks.flatten())));
   CHECK(e.aupro == Approx(lm::aupro(maps, masks)));
-  CHECK(std::abs(e.auroc - q.auroc) < 1e-3);
+  CHECK(std::abs(e.auroc - q.auroc) < 1e-5);
   CHECK(std::abs(e.ap - q.ap) < 1e-3);
   CHECK(std::abs(e.f1_max - q.f1_max) < 1e-3);
-  CHECK(std::abs(e.aupro - q.aupro) < 1e-3);
+  CHECK(std::abs(e.aupro - q.aupro) < 1e-5);
   CHECK(e.aupro > 0.1);
   CHECK(e.aupro < 0.99);
 
-  // Switching from exact to binned mid-stream gives the binned result; then no growth.
-  lm::PixelMetrics sw(0, 1, 10000, 0.3, /*exact_limit=*/5 * 128 * 128);
+  // Switching from exact to binned mid-stream gives the binned result; then no growth, also
+  // while the range keeps extending.
+  lm::PixelMetrics sw;  // the defaults: adaptive range
+  CHECK(sw.bins() == int64_t{1} << 15);
+  sw = lm::PixelMetrics(std::nullopt, std::nullopt, int64_t{1} << 15, 0.3, /*exact_limit=*/5 * 128 * 128);
   sw.update(maps.slice(0, 0, 4), masks.slice(0, 0, 4));
   CHECK(sw.is_exact());
   sw.update(maps.slice(0, 4, 8), masks.slice(0, 4, 8));
   CHECK(!sw.is_exact());
   const int64_t bytes = sw.state_bytes();
   sw.update(maps.slice(0, 8, 12), masks.slice(0, 8, 12));
-  for (int i = 0; i < 5; ++i) sw.update(maps, masks);
+  for (int i = 0; i < 5; ++i) sw.update(maps * (i + 2) - i, masks);
   CHECK(sw.state_bytes() == bytes);
-  CHECK(bytes < 300000);
+  CHECK(bytes < 24 * sw.bins() + 1000);
+}
+
+namespace {
+
+lm::PixelResult exact_reference(const at::Tensor& maps, const at::Tensor& masks) {
+  const lm::PixelResult e = exact_metrics(maps, masks);
+  lm::PixelMetrics exact(std::nullopt, std::nullopt, 16, 0.3, int64_t{1} << 30);
+  stream(exact, maps, masks);
+  CHECK(exact.is_exact());
+  const lm::PixelResult x = exact.compute();
+  CHECK(x.auroc == Approx(e.auroc).margin(1e-12));
+  CHECK(x.ap == Approx(e.ap).margin(1e-12));
+  CHECK(x.f1_max == Approx(e.f1_max).margin(1e-12));
+  CHECK(x.aupro == Approx(e.aupro).margin(1e-12));
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("adaptive PixelMetrics is within 1e-5 of exact on realistic maps", "[metrics]") {
+  auto [unit, masks] = realistic_maps(24, 168, 11);
+  SECTION("a narrow range, [0.17, 0.22], float32") {
+    at::Tensor maps = (unit * 0.05 + 0.17).to(at::kFloat);
+    const lm::PixelResult e = exact_reference(maps, masks);
+    check_adaptive(maps, masks, 0, false, e);
+    check_adaptive(maps, masks, 7 * 168 * 168, false, e);  // two batches exact, then binned
+  }
+  SECTION("ranges that keep growing: several extensions, both ways") {
+    const double ranges[8][2] = {{0.19, 0.20}, {0.185, 0.205}, {0.17, 0.22}, {0.10, 0.30},
+                                 {0.16, 0.23}, {0.05, 0.21},   {0.17, 0.22}, {0.12, 0.24}};
+    at::Tensor maps = unit.clone();
+    for (int64_t j = 0; j < 8; ++j) {
+      at::Tensor part = unit.slice(0, 3 * j, 3 * j + 3);
+      part = (part - part.min()) / (part.max() - part.min());
+      maps.slice(0, 3 * j, 3 * j + 3).copy_(part * (ranges[j][1] - ranges[j][0]) + ranges[j][0]);
+    }
+    maps = maps.to(at::kFloat);
+    const lm::PixelResult e = exact_reference(maps, masks);
+    check_adaptive(maps, masks, 0, true, e);
+    check_adaptive(maps, masks, 7 * 168 * 168, true, e);
+  }
+  SECTION("far from 0: [1e3, 1e3 + 1e-2], float64") {
+    at::Tensor maps = unit * 1e-2 + 1e3;
+    const lm::PixelResult e = exact_reference(maps, masks);
+    check_adaptive(maps, masks, 0, false, e);
+    check_adaptive(maps, masks, 7 * 168 * 168, false, e);
+  }
+}
+
+TEST_CASE("a fixed range clamps into the end bins as before", "[metrics]") {
+  auto [unit, masks] = realistic_maps(9, 84, 5);
+  at::Tensor maps = unit.to(at::kFloat);
+  for (auto [lo, hi, bins] : {std::tuple<double, double, int64_t>{0.0, 1.0, 10000}, {0.3, 0.7, 400}, {-1.0, 3.0, 64}}) {
+    INFO("[" << lo << ", " << hi << "] in " << bins << " bins");
+    lm::PixelMetrics pm(lo, hi, bins, 0.3, /*exact_limit=*/0);
+    CHECK(pm.fixed_range());
+    stream(pm, maps, masks);
+    CHECK(*pm.lo() == lo);
+    CHECK(*pm.hi() == hi);  // never extended
+    CHECK(*pm.bin_width() == Approx((hi - lo) / bins));
+    const lm::PixelResult q = pm.compute();
+    at::Tensor b = at::floor((maps.to(at::kDouble) - lo) * (bins / (hi - lo))).clamp(0, bins - 1);
+    const lm::PixelResult want = exact_metrics(b, masks);
+    CHECK(q.auroc == Approx(want.auroc).margin(1e-9));
+    CHECK(q.ap == Approx(want.ap).margin(1e-9));
+    CHECK(q.f1_max == Approx(want.f1_max).margin(1e-9));
+    CHECK(q.aupro == Approx(want.aupro).margin(1e-9));
+  }
 }
