@@ -14,7 +14,7 @@ SYS_PKGS   := cmake ninja-build g++ zlib1g-dev libpng-dev libjpeg-dev catch2 git
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test build deps venv ctest pytest clean
+.PHONY: all demo test build develop deps venv ctest pytest clean
 
 all: build
 
@@ -39,17 +39,24 @@ $(BUILD)/build.ninja: CMakeLists.txt $(VENV)/.installed
 
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
+	@$(PY) tools/dev_install.py
+
+# The in-tree package in .venv (cheap, idempotent): a .pth file puts python/ (where CMake writes
+# the extension) on .venv's path, and .venv/bin/lake runs pylake.cli:main. A rebuild needs no
+# reinstall. See docs/setup.md.
+develop: $(VENV)/.installed
+	@$(PY) tools/dev_install.py
 
 ctest: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 1
 
 pytest: build
-	PYTHONPATH=python LAKE_FIXTURES_DIR=$(abspath $(BUILD))/fixtures $(PY) -m pytest tests/python -ra $(PYTEST_ARGS)
+	LAKE_FIXTURES_DIR=$(abspath $(BUILD))/fixtures $(PY) -m pytest tests/python -ra $(PYTEST_ARGS)
 
 test: ctest pytest
 
 demo: build
-	PYTHONPATH=python $(PY) examples/python/02_demo.py --workdir $(BUILD)/demo
+	$(PY) examples/python/02_demo.py --workdir $(BUILD)/demo
 
 clean:
 	rm -rf $(BUILD) python/pylake/_C*.so

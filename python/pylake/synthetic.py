@@ -22,6 +22,10 @@ Layout written under ``root``::
 Deterministic by ``seed`` (the same files byte for byte). Command line::
 
     python -m pylake.synthetic --out DIR [--categories weave dots disc] [--seed 0] [--size 256]
+
+Drawing and writing the images needs Pillow, which ``import pylake`` does not: it is the
+optional extra ``pip install pylake[synthetic]`` (or ``pip install pillow``), imported only
+when a set is generated.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 CATEGORIES = ("weave", "dots", "disc")
 DEFECTS: Dict[str, Tuple[str, ...]] = {
@@ -45,6 +48,18 @@ DEFECTS: Dict[str, Tuple[str, ...]] = {
 }
 
 __all__ = ["CATEGORIES", "DEFECTS", "generate", "main"]
+
+
+def _pil():
+    """``(PIL.Image, PIL.ImageDraw)``, imported on first use: Pillow is an optional extra."""
+    try:
+        from PIL import Image, ImageDraw  # noqa: PLC0415
+    except ImportError as e:
+        raise ImportError(
+            "pylake.synthetic needs Pillow to draw and write the images: pip install pillow "
+            "(or the extra: pip install 'pylake[synthetic]')"
+        ) from e
+    return Image, ImageDraw
 
 
 # ----------------------------------------------------------------------------- normal images
@@ -130,6 +145,7 @@ def _point_in(rng: np.random.Generator, region: np.ndarray, margin: int) -> Tupl
 
 
 def _scratch(rng, img, region, size) -> np.ndarray:
+    Image, ImageDraw = _pil()
     m = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(m)
     for _ in range(int(rng.integers(1, 3))):
@@ -245,10 +261,12 @@ def _defective(category: str, defect: str, rng: np.random.Generator, size: int):
 
 
 def _save_rgb(a: np.ndarray, p: Path) -> None:
+    Image, _ = _pil()
     Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "RGB").save(p, optimize=False, compress_level=1)
 
 
 def _save_mask(m: np.ndarray, p: Path) -> None:
+    Image, _ = _pil()
     Image.fromarray(m.astype(np.uint8) * 255, "L").save(p, optimize=False, compress_level=1)
 
 
@@ -277,6 +295,7 @@ def generate(
         raise ValueError(f"synthetic: test counts must be >= 0, got {n_test_good} and {n_test_defect}")
     if size < 32:
         raise ValueError(f"synthetic: size must be >= 32, got {size}")
+    _pil()  # a missing Pillow is said before any file is written
     root = Path(root)
     for cat in categories:
         base = root / cat
@@ -320,6 +339,9 @@ def main(argv: List[str] = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if not a.quiet:
         print(f"wrote synthetic set ({', '.join(a.categories)}) to {out} in {time.perf_counter() - t0:.2f} s")
     return 0
