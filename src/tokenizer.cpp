@@ -503,7 +503,7 @@ namespace lake {
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
   std::error_code ec;
-  TORCH_CHECK(std::filesystem::exists(path, ec), "vocabulary file '", path, "' does not exist");
+  TORCH_CHECK_VALUE(std::filesystem::exists(path, ec), "vocabulary file '", path, "' does not exist");
   TORCH_CHECK(!std::filesystem::is_directory(path, ec), "vocabulary file '", path, "' is a directory");
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.good(), "vocabulary file '", path, "' cannot be opened");

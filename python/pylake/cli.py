@@ -107,7 +107,7 @@ def cmd_predict(args) -> int:
     log = _Log(args.quiet)
     clip = pylake.load_clip(args.model)
     model = pylake.NormalityModel.load(args.model_file, clip)
-    images = image_paths(args.images)
+    images = image_paths(args.images, recursive=True)
     keys = _outputs.output_keys(images)  # before anything is written: a duplicate input is an error
     out = Path(args.out)
     marker = _outputs.RunMarker(out, "lake predict " + " ".join(map(str, sys.argv[1:])))
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "relative to the inputs' common folder: OUT/maps/<path>.npy, OUT/overlays/<path>.png, and "
                        "OUT/predictions.csv / .json. Maps are at each image's resolution.")
     p.add_argument("model_file", help="a .lake file written by `lake fit`")
-    p.add_argument("images", nargs="+", help="images or folders")
+    p.add_argument("images", nargs="+", help="images or folders (searched with their sub-folders)")
     p.add_argument("--model", required=True, help="the CLIP archive the model was fitted with")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--map-format", default="npy", choices=["npy", "png16"],

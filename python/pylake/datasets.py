@@ -118,9 +118,10 @@ def image_files(d: Path) -> List[Path]:
 
 
 
-def image_paths(items: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
-    """Image inputs as files: a file, a folder (its images), or a list of either. A missing
-    file or a folder without images is a ValueError naming it."""
+def image_paths(items: Union[PathLike, Sequence[PathLike]], recursive: bool = False) -> List[Path]:
+    """Image inputs as files: a file, a folder (its images; with ``recursive``, also those of
+    its sub-folders, in sorted path order), or a list of either. A missing file or a folder
+    without images is a ValueError naming it."""
     if isinstance(items, (str, os.PathLike)):
         items = [items]
     out: List[Path] = []
@@ -128,8 +129,12 @@ def image_paths(items: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
         p = Path(item)
         if p.is_dir():
             found = image_files(p)
+            if recursive:
+                found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                               and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not found:
-                raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in folder '{p}'")
+                raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in folder '{p}'"
+                                 + ("" if recursive else " (sub-folders are not searched)"))
             out.extend(found)
         elif p.exists():
             out.append(p)

@@ -353,5 +353,61 @@ TEST_CASE("resize_mask: nearest neighbour at pixel centres", "[image]") {
   REQUIRE_THROWS_WITH(lake::resize_mask(m, 0, 4), Contains("positive output size, got 0x4"));
 }
 
+TEST_CASE("write_png: round trips through read_image; atomic; bad input", "[image][write]") {
+  at::manual_seed(3);
+  const std::string rgb_path = (scratch_dir() / "written_rgb.png").string();
+  at::Tensor rgb = at::randint(0, 256, {3, 17, 29}, at::kByte);
+  lake::write_png(rgb_path, rgb);
+  REQUIRE(at::equal(lake::read_image(rgb_path), rgb));
+  // Grey uint8: replicated to three channels on reading; uint16: scaled as the reader scales.
+  const std::string grey_path = (scratch_dir() / "written_grey.png").string();
+  at::Tensor grey = at::randint(0, 256, {9, 5}, at::kByte);
+  lake::write_png(grey_path, grey);
+  REQUIRE(at::equal(lake::read_image(grey_path), grey.unsqueeze(0).expand({3, 9, 5})));
+  const std::string wide_path = (scratch_dir() / "written_16.png").string();
+  at::Tensor wide = at::tensor(std::vector<int32_t>{0, 1, 128, 255, 256, 32767, 32768, 65534, 65535, 40000}).view({2, 5});
+  lake::write_png(wide_path, wide.to(at::kUInt16));
+  at::Tensor want = ((wide.to(at::kLong) * 255 + 32767) / 65535).to(at::kByte);
+  REQUIRE(at::equal(lake::read_image(wide_path)[0], want));
+  // A non-contiguous view is written as its values.
+  lake::write_png(rgb_path, rgb.transpose(1, 2));
+  REQUIRE(at::equal(lake::read_image(rgb_path), rgb.transpose(1, 2).contiguous()));
+
+  REQUIRE_THROWS_WITH(lake::write_png(rgb_path, at::zeros({4, 8, 8}, at::kByte)),
+                      Contains("expected a (H, W) grey or (3, H, W) RGB image for '" + rgb_path));
+  REQUIRE_THROWS_WITH(lake::write_png(rgb_path, at::zeros({3, 8, 8})), Contains("expected uint8 pixels"));
+  REQUIRE_THROWS_WITH(lake::write_png(rgb_path, at::zeros({3, 8, 8}, at::kUInt16)), Contains("expected uint8 pixels"));
+  REQUIRE_THROWS_WITH(lake::write_png(rgb_path, at::zeros({0, 8}, at::kByte)), Contains("non-empty"));
+  // The earlier file is untouched by the failed writes.
+  REQUIRE(at::equal(lake::read_image(rgb_path), rgb.transpose(1, 2).contiguous()));
+  // A target that cannot be replaced (a folder): an error, the folder as it was, no temporary file left.
+  const fs::path dir = scratch_dir() / "a_folder.png";
+  fs::create_directories(dir);
+  REQUIRE_THROWS_WITH(lake::write_png(dir.string(), rgb), Contains("nothing was written"));
+  REQUIRE(fs::is_directory(dir));
+  ::rmdir(dir.c_str());
+  REQUIRE_THROWS_WITH(lake::write_png((scratch_dir() / "no" / "such" / "x.png").string(), rgb),
+                      Contains("cannot create"));
+  for (const auto& e : fs::directory_iterator(scratch_dir()))
+    REQUIRE(e.path().string().find(".tmp.") == std::string::npos);
+}
+
+TEST_CASE("prepare_image: read_image then clip_preprocess, with the file's size", "[image]") {
+  at::manual_seed(4);
+  const std::string path = (scratch_dir() / "prepare.png").string();
+  at::Tensor rgb = at::randint(0, 256, {3, 40, 56}, at::kByte);
+  lake::write_png(path, rgb);
+  lake::PreparedImage p = lake::prepare_image(path, 32, kMean, kStd);
+  REQUIRE(p.height == 40);
+  REQUIRE(p.width == 56);
+  REQUIRE(at::equal(p.pixels, lake::clip_preprocess(rgb, 32, kMean, kStd)));
+  // clip_normalize is clip_preprocess without the resize: equal on a square image at its own size.
+  at::Tensor square = rgb.narrow(2, 0, 40).contiguous();
+  REQUIRE(at::equal(lake::clip_normalize(square, kMean, kStd), lake::clip_preprocess(square, 40, kMean, kStd)));
+  REQUIRE_THROWS_WITH(lake::clip_normalize(at::zeros({3, 4, 4}), kMean, kStd), Contains("expected a (3, H, W) uint8"));
+  REQUIRE_THROWS_WITH(lake::prepare_image((scratch_dir() / "missing.png").string(), 32, kMean, kStd),
+                      Contains("does not exist"));
+}
+
 }  // namespace
 }  // namespace image_io_test

@@ -1,5 +1,6 @@
 // NormalityModel: lifecycle, determinism, save/load and its failure modes. The numeric
 // agreement with an independent reference is in tests/python/test_normality_reference.py.
+#include <lake/image_io.h>
 #include <lake/normality_model.h>
 
 #include <cstdio>
@@ -145,4 +146,75 @@ TEST_CASE("zero-shot: fit on no images uses the semantic branch alone", "[normal
   CHECK(!p.visual_map.defined());
   CHECK(at::equal(p.anomaly_map, p.semantic_map));
   REQUIRE_THROWS_WITH(m.explain(at::randn({3, 32, 32})), Contains("zero-shot"));
+}
+
+TEST_CASE("image files: one rule (prepare_image), maps at the file's resolution", "[normality][files]") {
+  at::manual_seed(11);
+  std::vector<std::string> normal, test;
+  for (int i = 0; i < 2; ++i) {
+    normal.push_back(temp_path("files_normal_" + std::to_string(i) + ".png"));
+    lake::write_png(normal.back(), at::randint(0, 256, {3, 40, 56}, at::kByte));
+  }
+  for (int i = 0; i < 2; ++i) {
+    test.push_back(temp_path("files_test_" + std::to_string(i) + ".png"));
+    lake::write_png(test.back(), at::randint(0, 256, {3, 40, 56}, at::kByte));
+  }
+  const std::string other = temp_path("files_other.png");
+  lake::write_png(other, at::randint(0, 256, {3, 24, 24}, at::kByte));
+
+  lake::NormalityOptions o;
+  o.k = 16;
+  o.class_name = "grid";
+  lake::ClipModel clip = lake::load_clip(fixture("tiny_export.pt"));
+  lake::NormalityModel by_files(clip, o), by_tensor(clip, o);
+  by_files.fit_files(normal);
+  // The tensor route with the same backbone input: the prepared pixels at S x S.
+  std::vector<at::Tensor> xs;
+  for (const auto& p : normal) xs.push_back(by_files.prepare(p).pixels);
+  by_tensor.fit(at::stack(xs));
+  for (size_t l = 0; l < by_files.galleries().size(); ++l)
+    CHECK(at::equal(by_files.galleries()[l], by_tensor.galleries()[l]));
+
+  lake::Prediction both = by_files.score_files(test, /*with_branches=*/true);
+  CHECK(both.anomaly_map.sizes() == at::IntArrayRef({2, 40, 56}));
+  CHECK(both.visual_map.sizes() == at::IntArrayRef({2, 40, 56}));
+  for (int64_t i = 0; i < 2; ++i) {  // one file at a time: bit for bit the same
+    lake::Prediction one = by_files.score_files({test[static_cast<size_t>(i)]});
+    CHECK(at::equal(one.anomaly_map[0], both.anomaly_map[i]));
+    CHECK(at::equal(one.pred_score[0], both.pred_score[i]));
+  }
+  // A file of S x S pixels and its prepared pixels as a tensor: the same maps, bit for bit.
+  const std::string at_s = temp_path("files_at_s.png");
+  lake::write_png(at_s, at::randint(0, 256, {3, 32, 32}, at::kByte));
+  lake::Prediction file_s = by_files.score_files({at_s});
+  lake::Prediction tensor_s = by_files.score(by_files.prepare(at_s).pixels.unsqueeze(0));
+  CHECK(at::equal(file_s.anomaly_map, tensor_s.anomaly_map));
+
+  REQUIRE_THROWS_WITH(by_files.score_files({test[0], other}), Contains("score files of different sizes in separate calls"));
+  REQUIRE_THROWS_WITH(by_files.score_files({}), Contains("expected at least one image file"));
+  REQUIRE_THROWS_WITH(by_files.score_files({temp_path("files_missing.png")}), Contains("does not exist"));
+
+  // calibrate_files: the quantiles of the files' scores and map values (each at its size).
+  by_files.calibrate_files({test[0], other}, 0.5);
+  lake::Prediction a = by_files.score_files({test[0]}), b = by_files.score_files({other});
+  const double s0 = a.pred_score[0].item<double>(), s1 = b.pred_score[0].item<double>();
+  CHECK(*by_files.image_threshold() == Approx(0.5 * (s0 + s1)).epsilon(1e-12));
+  at::Tensor values = std::get<0>(at::cat({a.anomaly_map.reshape(-1), b.anomaly_map.reshape(-1)}).to(at::kDouble).sort());
+  const int64_t n = values.numel();
+  const double pos = 0.5 * static_cast<double>(n - 1);
+  const auto lo = static_cast<int64_t>(pos);
+  const double want = values[lo].item<double>() + (values[lo + 1].item<double>() - values[lo].item<double>()) * (pos - lo);
+  CHECK(*by_files.pixel_threshold() == Approx(want).epsilon(1e-12));
+  by_files.calibrate_files(normal, 0.99, /*leave_one_out=*/true);
+  CHECK(by_files.image_threshold().has_value());
+  REQUIRE_THROWS_WITH(by_files.calibrate_files({normal[0]}, 0.99, true), Contains("expected the 2 fit images"));
+
+  std::vector<lake::NeuronDeviation> why = by_files.explain_file(test[0], 3);
+  REQUIRE(why.size() == 3);
+  CHECK(why[0].map.sizes() == at::IntArrayRef({40, 56}));
+  by_files.fit_files({});
+  CHECK(by_files.shots() == 0);
+  for (const auto& p : normal) std::remove(p.c_str());
+  for (const auto& p : test) std::remove(p.c_str());
+  for (const auto& p : {other, at_s}) std::remove(p.c_str());
 }

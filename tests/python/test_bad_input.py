@@ -38,7 +38,7 @@ def test_truncated_archive(fixtures_dir, tmp_path):
     for frac in (0.3, 0.9):
         cut = tmp_path / f"cut{frac}.pt"
         cut.write_bytes(data[: int(len(data) * frac)])
-        with pytest.raises((RuntimeError, ValueError), match=f"cut{frac}.pt"):
+        with pytest.raises(RuntimeError, match=f"cut{frac}.pt' is not a readable zip archive"):
             pylake.load_clip(cut)
 
 

@@ -182,8 +182,10 @@ def test_every_entry_point_gives_the_same_score_and_map(model, clip, grid, tmp_p
     # 2. lake fit + lake predict.
     lake("fit", "--model", model, "--class-name", "grid", "--normal", *train, "--out", tmp_path / "m.lake", "--quiet",
          *size)
-    lake("predict", tmp_path / "m.lake", *tests, "--model", model, "--out", tmp_path / "pred", "--quiet")
+    # A folder is searched with its sub-folders: test/bent/000.png and test/good/000.png.
+    lake("predict", tmp_path / "m.lake", cat / "test", "--model", model, "--out", tmp_path / "pred", "--quiet")
     predicted = {Path(r["key"]).parent.name: r for r in strict_json(tmp_path / "pred" / "predictions.json")}
+    assert sorted(r["key"] for r in predicted.values()) == ["bent/000.png", "good/000.png"]
     # 3. lake eval on the set (folder reader, all flags), raw maps saved.
     lake("eval", "--model", model, "--dataset", "folder", "--root", cat / "train" / "good", "--name", "grid",
          "--abnormal", cat / "test" / "bent", "--normal-test", cat / "test" / "good", "--masks",

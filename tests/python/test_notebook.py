@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,8 +143,10 @@ def test_fit_and_score_example(grid, clean_env, tmp_path):
     n_good = sum(1 for e in expected if e.startswith("good/"))
     assert (int(auroc.group(2)), int(auroc.group(3))) == (len(expected) - n_good, n_good)
 
-    for d in folders:  # one overlay per test folder: image | map | ground truth (none for good)
-        png = tmp_path / f"heatmap_{d.name}_{sorted(d.glob('*.png'))[0].stem}.png"
+    for d in folders:  # one overlay per test folder at the file's size: image | map | ground truth (none for good)
+        first = sorted(d.glob("*.png"))[0]
+        png = tmp_path / f"heatmap_{d.name}_{first.stem}.png"
         assert f"wrote {png}" in out, out
         with Image.open(png) as im:
-            assert im.size == ((2 if d.name == "good" else 3) * 224, 224), (png, im.size)
+            assert im.size == ((2 if d.name == "good" else 3) * 1024, 1024), (png, im.size)
+            assert np.array_equal(np.asarray(im.convert("RGB"))[:, :1024], np.asarray(Image.open(first).convert("RGB")))
