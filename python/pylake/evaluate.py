@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -71,20 +71,17 @@ class RunResult:
 IMAGE_FIELDS = ("path", "key", "category", "defect", "label", "score", "pred_label", "shots", "seed")
 
 
-def one_class_problem(category: datasets.Category) -> Optional[str]:
-    """Why the image metrics of ``category`` are undefined (a test split without normal or
-    without anomalous images), or ``None``."""
+def one_class_problem(category: datasets.Category) -> Optional[Tuple[str, Tuple[str, ...]]]:
+    """Why some metrics of ``category`` are undefined, and which: a test split without normal
+    images has no image AUROC (and AP and F1-max of one class are trivially 1: not a
+    result); without anomalous images nothing is defined. ``None`` when both classes are there."""
     n_anom = category.num_anomalous
     n_norm = len(category.test) - n_anom
     if n_norm and n_anom:
         return None
-    missing = "normal" if not n_norm else "anomalous"
-    return (f"category '{category.name}' has no {missing} test images ({n_norm} normal, {n_anom} anomalous): image "
-            "AUROC, AP and F1-max are undefined" + (" and so are the pixel metrics" if not n_anom else ""))
-
-
-def _undefined_for(problem_missing_anomalous: bool) -> tuple:
-    return METRIC_KEYS if problem_missing_anomalous else METRIC_KEYS[:3]
+    missing, undefined = ("normal", METRIC_KEYS[:3]) if not n_norm else ("anomalous", METRIC_KEYS)
+    return (f"category '{category.name}' has no {missing} test images ({n_norm} normal, {n_anom} anomalous): "
+            + ("image AUROC, AP and F1-max are" if not n_norm else "the metrics are") + " undefined", undefined)
 
 
 def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, seed: int,
@@ -136,13 +133,12 @@ def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, 
     img = image_metrics.compute()
     result: Dict[str, Optional[float]] = dict.fromkeys(METRIC_KEYS)
     result.update(image_auroc=img.auroc, image_ap=img.ap, image_f1_max=img.f1_max)
-    if pixel is not None:
+    if pixel is not None and pixel.pixels > 0:  # every anomalous mask missing and no normal image: none
         p = pixel.compute()
         result.update(pixel_auroc=p.auroc, pixel_ap=p.ap, pixel_f1_max=p.f1_max, pixel_aupro=p.aupro)
     problem = one_class_problem(category)
-    if problem is not None:  # AP and F1-max of one class are trivially 1: not a result
-        for k in _undefined_for(category.num_anomalous == 0):
-            result[k] = None
+    for k in problem[1] if problem else ():
+        result[k] = None
     result = {k: _outputs.finite_or_none(v) for k, v in result.items()}
     return RunResult(category.name, shots, seed, result, time.perf_counter() - t0, len(category.test), heatmaps, rows)
 
@@ -243,10 +239,10 @@ def run(clip: ClipModel, categories: Sequence[datasets.Category], shots: Sequenc
         if problem is None:
             continue
         if not allow_one_class:
-            raise ValueError(f"{problem}; add the missing test images (folder sets: test_normal_dir / abnormal_dir, "
+            raise ValueError(f"{problem[0]}; add the missing test images (folder sets: test_normal_dir / abnormal_dir, "
                              "CLI: --normal-test / --abnormal), or pass allow_one_class=True (CLI: --allow-one-class) "
                              "to report those metrics as null")
-        warnings.append(problem + ": reported as null")
+        warnings.append(problem[0] + ": reported as null")
         log("warning: " + warnings[-1])
     marker = _outputs.RunMarker(out, f"lake eval ({meta.get('dataset') if meta else 'evaluate.run'})")
     results = []
