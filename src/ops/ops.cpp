@@ -73,7 +73,9 @@ at::Tensor top_k(const at::Tensor& scores, int64_t k) {
   return LAKE_DISPATCH(cuda, top_k(scores.to(at::kDouble).contiguous(), k));
 }
 
-at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices, double eps) {
+namespace {
+
+void check_gather_args(const at::Tensor& tokens, const at::Tensor& indices, double eps) {
   TORCH_CHECK_VALUE(tokens.defined() && tokens.dim() == 2 && is_float_type(tokens),
                     "gather_normalize: expected (T, C) float32/float64/float16/bfloat16 tokens, got ",
                     tokens.defined() ? tokens.sizes() : at::IntArrayRef{});
@@ -82,6 +84,19 @@ at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices,
                     indices.defined() ? indices.sizes() : at::IntArrayRef{}, " ",
                     indices.defined() ? indices.scalar_type() : at::ScalarType::Undefined);
   TORCH_CHECK_VALUE(eps > 0, "gather_normalize: eps must be > 0, got ", eps);
+}
+
+// indices: in range, on the tokens' device; cuda: on_cuda(tokens).
+at::Tensor gather_normalize_impl(const at::Tensor& tokens, const at::Tensor& indices, double eps, bool cuda) {
+  if (tokens.size(0) == 0 || indices.numel() == 0)
+    return at::zeros({tokens.size(0), indices.numel()}, tokens.options().dtype(at::kFloat));
+  return LAKE_DISPATCH(cuda, gather_normalize(tokens.contiguous(), indices.contiguous(), eps));
+}
+
+}  // namespace
+
+at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices, double eps) {
+  check_gather_args(tokens, indices, eps);
   const int64_t C = tokens.size(1);
   if (indices.numel() > 0) {
     auto idx_cpu = indices.to(at::kCPU);
@@ -90,9 +105,14 @@ at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices,
                       lo, ", ", hi, "]");
   }
   const bool cuda = on_cuda(tokens, "gather_normalize");
-  if (tokens.size(0) == 0 || indices.numel() == 0)
-    return at::zeros({tokens.size(0), indices.numel()}, tokens.options().dtype(at::kFloat));
-  return LAKE_DISPATCH(cuda, gather_normalize(tokens.contiguous(), indices.to(tokens.device()).contiguous(), eps));
+  return gather_normalize_impl(tokens, indices.to(tokens.device()), eps, cuda);
+}
+
+at::Tensor gather_normalize_unchecked(const at::Tensor& tokens, const at::Tensor& indices, double eps) {
+  check_gather_args(tokens, indices, eps);
+  TORCH_CHECK_VALUE(indices.device() == tokens.device(), "gather_normalize_unchecked: the indices are on ",
+                    indices.device(), ", the tokens on ", tokens.device(), " (expected the same device)");
+  return gather_normalize_impl(tokens, indices, eps, on_cuda(tokens, "gather_normalize"));
 }
 
 NearestNeighbors nearest_neighbors(const at::Tensor& queries_in, const at::Tensor& gallery_in,

@@ -73,6 +73,22 @@ TEST_CASE("gather_normalize equals index_select + L2 normalisation", "[ops]") {
                       Contains("channel indices must lie in [0, 64)"));
 }
 
+TEST_CASE("gather_normalize_unchecked equals gather_normalize bit for bit and still checks shapes and devices",
+          "[ops]") {
+  at::manual_seed(15);
+  at::Tensor x = at::randn({300, 48});
+  at::Tensor idx = at::tensor({47, 3, 3, 0, 21}, at::kLong);
+  for (auto dev : devices()) {
+    CHECK(lake::ops::gather_normalize_unchecked(x.to(dev), idx.to(dev)).equal(lake::ops::gather_normalize(x.to(dev), idx)));
+    if (dev.is_cuda())
+      REQUIRE_THROWS_WITH(lake::ops::gather_normalize_unchecked(x.to(dev), idx),
+                          Contains("the indices are on cpu, the tokens on cuda:0"));
+  }
+  REQUIRE_THROWS_WITH(lake::ops::gather_normalize_unchecked(x, idx.to(at::kInt)),
+                      Contains("expected (K) int64 channel indices"));
+  REQUIRE_THROWS_WITH(lake::ops::gather_normalize_unchecked(x[0], idx), Contains("expected (T, C)"));
+}
+
 TEST_CASE("nearest_neighbors equals the full similarity matrix's max, with exclusion", "[ops]") {
   at::manual_seed(13);
   at::Tensor q = unit_rows({3, 70, 20}), g = unit_rows({3, 900, 20});

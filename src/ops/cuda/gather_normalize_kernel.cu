@@ -40,7 +40,10 @@ __global__ void __launch_bounds__(kThreads)
     ss += v * v;
   }
   ss = WarpReduce(temp[warp]).Sum(ss);  // valid in lane 0
-  const float norm = fmaxf(sqrtf(__shfl_sync(0xffffffffu, ss, 0)), eps);
+  // max(norm, eps) as the CPU's std::max: a NaN norm (a NaN in the row) stays NaN, so the
+  // whole row is NaN on both devices (fmaxf would drop the NaN and return eps).
+  const float r = sqrtf(__shfl_sync(0xffffffffu, ss, 0));
+  const float norm = r < eps ? eps : r;
   float* dst = out + t * K;
   for (int64_t j = lane; j < K; j += kWarp) dst[j] = static_cast<float>(row[idx[j]]) / norm;
 }
