@@ -191,6 +191,8 @@ NormalityModel NormalityModel::load(const std::string& path, ClipModel model) {
     n.std = field(d, "std", path).toTensor();
     s.neurons.layers.push_back(std::move(n));
   }
+  // The indices are checked here, once: the scoring path then gathers without a range check.
+  s.device_indices = s.validated_indices(s.neurons, "normality model file '" + path + "'");
   std::vector<at::Tensor> galleries;
   for (const auto& g : field(top, "galleries", path).toListRef()) galleries.push_back(g.toTensor().to(dev));
   s.set_galleries(std::move(galleries));
@@ -205,6 +207,11 @@ NormalityModel NormalityModel::load(const std::string& path, ClipModel model) {
                         (s.shots == 0 || s.neurons.layers.size() == s.layers.size()),
                     "normality model file '", path, "' is inconsistent: ", s.neurons.layers.size(), " neuron layers, ",
                     s.galleries.size(), " galleries, ", s.layers.size(), " tapped layers (corrupted?)");
+  for (size_t l = 0; l < s.galleries.size(); ++l)
+    TORCH_CHECK_VALUE(s.galleries[l].size(1) == s.neurons.layers[l].indices.numel(), "normality model file '", path,
+                      "' is inconsistent: layer ", s.neurons.layers[l].layer, " has ",
+                      s.neurons.layers[l].indices.numel(), " neurons but a gallery of ", s.galleries[l].sizes(),
+                      " (corrupted?)");
   const std::string sum = field(top, "checksum", path).toStringRef();
   TORCH_CHECK_VALUE(sum == content_hash(s), "normality model file '", path,
                     "' is corrupted: its checksum does not match its contents");

@@ -133,11 +133,39 @@ void for_each_chunk(const NormalityModel::State& s, const at::Tensor& images, Fn
 }
 
 // Image j of a probe result, layer l: its selected channels, L2-normalised, (N, K) float32.
-at::Tensor sparse_tokens(const NeuronSet& neurons, const ProbeResult& r, size_t l, int64_t j) {
-  return ops::gather_normalize(r.activations[l][j], neurons.layers[l].indices);
+// The indices were validated once (State::set_neurons) and live on the model's device: no
+// per-call range check, no device synchronisation.
+at::Tensor sparse_tokens(const std::vector<at::Tensor>& device_indices, const ProbeResult& r, size_t l, int64_t j) {
+  return ops::gather_normalize_unchecked(r.activations[l][j], device_indices[l]);
 }
 
 }  // namespace
+
+std::vector<at::Tensor> NormalityModel::State::validated_indices(const NeuronSet& n, const std::string& source) const {
+  const int64_t channels = probe.channels();
+  TORCH_CHECK_VALUE(n.layers.empty() || (n.kind == options.kind && n.channels == channels), source,
+                    ": the neurons are for ", to_string(n.kind), " taps of ", n.channels,
+                    " channels, but the model taps ", to_string(options.kind), " activations of ", channels,
+                    " channels (corrupted?)");
+  std::vector<at::Tensor> on_device;
+  for (const LayerNeurons& l : n.layers) {
+    const at::Tensor& idx = l.indices;
+    TORCH_CHECK_VALUE(idx.defined() && idx.dim() == 1 && idx.numel() >= 1 && idx.scalar_type() == at::kLong,
+                      source, ": layer ", l.layer, " expected (K) int64 neuron indices with K >= 1, got ",
+                      idx.defined() ? idx.sizes() : at::IntArrayRef{}, " ",
+                      idx.defined() ? idx.scalar_type() : at::ScalarType::Undefined);
+    const at::Tensor cpu = idx.to(at::kCPU);
+    const int64_t lo = cpu.min().item<int64_t>(), hi = cpu.max().item<int64_t>();
+    TORCH_CHECK_VALUE(lo >= 0 && hi < channels, source, ": layer ", l.layer, " has neuron indices in [", lo, ", ",
+                      hi, "], expected [0, ", channels, ") (corrupted?)");
+    for (const at::Tensor& t : {l.scores, l.mean, l.std})
+      TORCH_CHECK_VALUE(t.defined() && t.dim() == 1 && t.size(0) == idx.size(0), source, ": layer ", l.layer,
+                        " expected (", idx.size(0), ") neuron statistics, got ",
+                        t.defined() ? t.sizes() : at::IntArrayRef{}, " (corrupted?)");
+    on_device.push_back(idx.to(model.device()).contiguous());
+  }
+  return on_device;
+}
 
 void NormalityModel::State::set_galleries(std::vector<at::Tensor> per_layer) {
   galleries.clear();
@@ -197,7 +225,7 @@ void NormalityModel::fit(const at::Tensor& normal_images) {
   }
 
   NeuronSet neurons;
-  std::vector<at::Tensor> galleries;
+  std::vector<at::Tensor> device_indices, galleries;
   if (shots > 0) {
     // Pass 1: streamed float64 statistics. The taps are kept for pass 2 when they fit in
     // `kKeepBytes`, else the backbone runs again.
@@ -217,11 +245,12 @@ void NormalityModel::fit(const at::Tensor& normal_images) {
       else kept.clear();
     });
     neurons = selector.select();
+    device_indices = s.validated_indices(neurons, "NormalityModel.fit");
     // Pass 2: per layer, the selected channels of every normal patch, L2-normalised.
     std::vector<std::vector<at::Tensor>> rows(neurons.layers.size());
     auto add_rows = [&](const ProbeResult& r) {
       for (int64_t j = 0; j < r.activations[0].size(0); ++j)
-        for (size_t l = 0; l < neurons.layers.size(); ++l) rows[l].push_back(sparse_tokens(neurons, r, l, j));
+        for (size_t l = 0; l < neurons.layers.size(); ++l) rows[l].push_back(sparse_tokens(device_indices, r, l, j));
     };
     if (keep) {
       for (const auto& r : kept) add_rows(r);
@@ -231,6 +260,7 @@ void NormalityModel::fit(const at::Tensor& normal_images) {
     for (auto& r : rows) galleries.push_back(at::cat(r, 0));
   }
   s.neurons = std::move(neurons);
+  s.device_indices = std::move(device_indices);
   s.set_galleries(std::move(galleries));
   s.text = text;
   s.shots = shots;
@@ -250,7 +280,7 @@ std::pair<at::Tensor, at::Tensor> patch_scores(const NormalityModel::State& s, c
   at::Tensor visual, semantic;
   if (s.shots > 0) {
     std::vector<at::Tensor> queries;
-    for (size_t l = 0; l < s.neurons.layers.size(); ++l) queries.push_back(sparse_tokens(s.neurons, r, l, j));
+    for (size_t l = 0; l < s.neurons.layers.size(); ++l) queries.push_back(sparse_tokens(s.device_indices, r, l, j));
     ops::NearestOptions no;
     no.tile = s.options.gallery_tile;
     if (exclude_image >= 0) no.exclude_lo = exclude_image * n, no.exclude_hi = no.exclude_lo + n;
@@ -435,7 +465,7 @@ std::vector<NeuronDeviation> explain_impl(const NormalityModel::State& s, const 
   std::vector<at::Tensor> z(s.neurons.layers.size());
   for (size_t l = 0; l < s.neurons.layers.size(); ++l) {
     const LayerNeurons& n = s.neurons.layers[l];
-    auto f = r.activations[l][0].index_select(1, n.indices.to(r.activations[l].device())).to(at::kCPU, at::kDouble);
+    auto f = r.activations[l][0].index_select(1, s.device_indices[l]).to(at::kCPU, at::kDouble);
     z[l] = (f - n.mean).abs() / n.std.clamp_min(1e-12);  // (N, K)
     auto dev = std::get<0>(z[l].max(0));
     for (int64_t j = 0; j < dev.size(0); ++j) items.push_back({l, j, dev[j].item<double>()});

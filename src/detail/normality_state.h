@@ -24,11 +24,18 @@ struct NormalityModel::State {
   bool fitted = false;
   int64_t shots = 0;
   NeuronSet neurons;
+  // Per neuron layer: its (K) int64 indices on the model's device, validated against
+  // [0, channels) once (set_neurons), for ops::gather_normalize_unchecked on the scoring path.
+  std::vector<at::Tensor> device_indices;
   std::vector<at::Tensor> galleries;  // per layer (shots * N, K) float32: views of `gallery`
   at::Tensor gallery;                 // (L, shots * N, K) float32, contiguous: searched in one call
   at::Tensor text;                    // (2, E) float32, or undefined
   std::optional<double> image_threshold, pixel_threshold;
 
+  // Validates `n` against the probe (kind, channels, (K) int64 indices in [0, channels),
+  // (K) statistics) and returns its indices on the model's device, one per layer (for
+  // `device_indices`). `source` names the caller in errors (defined in normality_model.cpp).
+  std::vector<at::Tensor> validated_indices(const NeuronSet& n, const std::string& source) const;
   // Stacks per-layer (M, K) galleries into `gallery` and keeps per-layer views of it
   // (defined in normality_model.cpp).
   void set_galleries(std::vector<at::Tensor> per_layer);

@@ -145,6 +145,22 @@ def test_refuses_bad_files(clip, fitted, tmp_path, fixtures_dir):
     with pytest.raises(ValueError, match="corrupted: its checksum does not match"):
         pylake.NormalityModel.load(tmp_path / "corrupted.lake", clip)
 
+    # The neuron indices are validated once, at load (the scoring path then gathers unchecked).
+    channels = raw["channels"]
+    for bad, message in ((channels, rf"neuron indices in \[\d+, {channels}\], expected \[0, {channels}\)"),
+                         (-1, rf"neuron indices in \[-1, \d+\], expected \[0, {channels}\)")):
+        neurons = [dict(n) for n in raw["neurons"]]
+        neurons[1]["indices"] = neurons[1]["indices"].clone()
+        neurons[1]["indices"][-1 if bad > 0 else 0] = bad
+        torch.save(dict(raw, neurons=neurons), tmp_path / "bad_index.lake")
+        with pytest.raises(ValueError, match=message):
+            pylake.NormalityModel.load(tmp_path / "bad_index.lake", clip)
+    neurons = [dict(n) for n in raw["neurons"]]
+    neurons[0]["indices"] = neurons[0]["indices"].double()
+    torch.save(dict(raw, neurons=neurons), tmp_path / "bad_index.lake")
+    with pytest.raises(ValueError, match=r"expected \(K\) int64 neuron indices"):
+        pylake.NormalityModel.load(tmp_path / "bad_index.lake", clip)
+
     data = path.read_bytes()
     (tmp_path / "truncated.lake").write_bytes(data[: len(data) // 2])
     with pytest.raises(RuntimeError, match="truncated or corrupted"):
