@@ -183,6 +183,12 @@ Activation choose_activation(const RawArchive& raw, const ClipConfig& c, const L
   return Activation::QuickGELU;
 }
 
+void check_load_options(const LoadOptions& options) {
+  TORCH_CHECK_VALUE(options.dtype == c10::kFloat || options.dtype == c10::kHalf ||
+                        options.dtype == c10::kBFloat16 || options.dtype == c10::kDouble,
+                    "load_clip: dtype must be float32, float16, bfloat16 or float64, got ", options.dtype);
+}
+
 at::Tensor convert(const at::Tensor& t, const LoadOptions& o) {
   return t.detach().to(o.device, o.dtype).contiguous();
 }
@@ -190,10 +196,14 @@ at::Tensor convert(const at::Tensor& t, const LoadOptions& o) {
 }  // namespace
 
 ClipModel load_clip(const std::string& path, const LoadOptions& options) {
-  TORCH_CHECK_VALUE(options.dtype == c10::kFloat || options.dtype == c10::kHalf ||
-                        options.dtype == c10::kBFloat16 || options.dtype == c10::kDouble,
-                    "load_clip: dtype must be float32, float16, bfloat16 or float64, got ", options.dtype);
-  RawArchive raw = detail::read_archive(path);
+  check_load_options(options);
+  return detail::build_clip(detail::read_archive(path), path, options);
+}
+
+namespace detail {
+
+ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions& options) {
+  check_load_options(options);
   // Convert the floating-point tensors once, in place (the image tower always, the
   // text tower when asked for); integer entries (OpenAI's input_resolution, ...) stay.
   for (auto it = raw.tensors.begin(); it != raw.tensors.end();) {
@@ -289,5 +299,7 @@ ClipModel load_clip(const std::string& path, const LoadOptions& options) {
     impl->tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_bytes(raw.vocabulary, path + ":lake_vocab.txt.gz"));
   return ClipModel(std::move(impl));
 }
+
+}  // namespace detail
 
 }  // namespace lake

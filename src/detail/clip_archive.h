@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lake/clip_config.h"
+#include "lake/clip_model.h"
 
 namespace lake::detail {
 
@@ -26,6 +27,11 @@ struct RawArchive {
 
 /// Reads `path`. Errors name the file and say what was expected.
 RawArchive read_archive(const std::string& path);
+
+/// Interprets an archive's tensors as a CLIP ViT (load_clip is read_archive + this); `path`
+/// names the archive in errors and becomes ClipModel::path(). Also builds models from
+/// tensors made in memory (lake::doctor's random tiny ViT).
+ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions& options);
 
 /// Parses "key=value" lines (blank lines and lines starting with '#' ignored).
 std::map<std::string, std::string> parse_key_values(const std::string& text, const std::string& source);
