@@ -12,6 +12,7 @@ void bind_image(py::module_& m);
 void bind_normality(py::module_& m);
 void bind_metrics(py::module_& m);
 void bind_ops(py::module_& m);
+void bind_doctor(py::module_& m);
 }  // namespace lake::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -43,4 +44,5 @@ PYBIND11_MODULE(_C, m) {
   lake::bindings::bind_image(m);
   lake::bindings::bind_normality(m);
   lake::bindings::bind_metrics(m);
+  lake::bindings::bind_doctor(m);
 }

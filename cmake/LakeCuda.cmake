@@ -49,6 +49,7 @@ if(LAKE_CUDA_ENABLED)
     src/ops/cuda/gather_normalize_kernel.cu
     src/ops/cuda/nearest_neighbor_kernel.cu
     src/ops/cuda/upsample_blur_kernel.cu
+    src/ops/cuda/device_info.cu
   )
   list(TRANSFORM LAKE_CUDA_SOURCES PREPEND "${PROJECT_SOURCE_DIR}/")
   target_sources(lake PRIVATE ${LAKE_CUDA_SOURCES})

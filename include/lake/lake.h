@@ -12,3 +12,4 @@
 #include "lake/image_io.h"
 #include "lake/metrics.h"
 #include "lake/ops/ops.h"
+#include "lake/doctor.h"
