@@ -17,6 +17,7 @@ import torch  # noqa: F401  (loads LibTorch before the extension)
 
 from . import _C, datasets, export, metrics, synthetic
 from ._clip import ClipModel, load_clip
+from ._doctor import DoctorCheck, DoctorReport, doctor, doctor_check_names
 from ._normality import NormalityModel, Prediction, load_images
 from ._probe import NeuronProbe, ProbeResult
 from ._tokenize import Tokenizer, default_vocabulary_path, tokenize
@@ -35,6 +36,8 @@ get_num_threads = _C.get_num_threads
 
 __all__ = [
     "ClipModel",
+    "DoctorCheck",
+    "DoctorReport",
     "NeuronProbe",
     "NormalityModel",
     "Prediction",
@@ -44,6 +47,8 @@ __all__ = [
     "Tokenizer",
     "default_prompts",
     "default_vocabulary_path",
+    "doctor",
+    "doctor_check_names",
     "get_num_threads",
     "load_images",
     "read_image",

@@ -4,9 +4,10 @@
     lake predict F.lake IMAGES... --model M --out DIR
     lake eval --model M --dataset mvtec|visa|btad|mpdd|loco|folder --root R --out REPORT [reader options]
     lake inspect F.lake [IMAGE] --model M
+    lake doctor [--json] [--device DEV ...] [--no-model]
 
-Exit codes: 0 done; 1 failed while running (a corrupt file, ...); 2 bad usage or input
-(a missing file, an unknown option value, ...). Progress goes to stderr, results to stdout
+Exit codes: 0 done; 1 failed while running (a corrupt file, ..., a FAIL of `lake doctor`);
+2 bad usage or input (a missing file, an unknown option value, ...). Progress goes to stderr, results to stdout
 and the output folders; ``--quiet`` leaves only errors; the library itself prints nothing.
 Every image goes through one rule (C++ ``lake::prepare_image``): backbone at S x S, maps at
 the file's resolution, so `lake predict`, `lake eval` and ``NormalityModel.score(path)``
@@ -202,6 +203,14 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args) -> int:
+    import pylake  # noqa: PLC0415
+
+    report = pylake.doctor(devices=args.device, end_to_end=not args.no_model, fault=args.fault)
+    print(report.to_json() if args.json else report.to_text(), end="", flush=True)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lake", description="LAKE: few-shot anomaly detection with the sparse "
                                  "sensitive neurons of a frozen CLIP.")
@@ -271,6 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("doctor", help="check this build on this machine: versions, devices, every kernel against "
+                       "a naive reference, a tiny model end to end",
+                       description="Print the LAKE, LibTorch and CUDA versions, the build options, threads and "
+                       "devices, then run every lake::ops kernel on every available device (the CPU, each CUDA "
+                       "device) on small and edge-case inputs against naive references computed on the CPU, and fit "
+                       "and score a tiny random-weight NormalityModel on each device. One line per check: name, "
+                       "device, max error, tolerance, PASS / FAIL / SKIP (with the reason). Exit status 1 on any "
+                       "FAIL. See docs/kernels.md.")
+    p.add_argument("--json", action="store_true", help="print the report as strict JSON (every check)")
+    p.add_argument("--device", nargs="+", metavar="DEV", help="cpu, cuda or cuda:N (default: the CPU and every CUDA "
+                   "device)")
+    p.add_argument("--no-model", action="store_true", help="kernels only: skip the end-to-end NormalityModel checks")
+    # For testing the doctor itself: perturb one check's kernel outputs so that it must FAIL.
+    p.add_argument("--fault", metavar="CHECK", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_doctor)
     return ap
 
 
