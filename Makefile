@@ -10,7 +10,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 BUILD      := build
 JOBS       ?= 2
-SYS_PKGS   := cmake ninja-build g++ zlib1g-dev libpng-dev libjpeg-dev catch2 git
+SYS_PKGS   := cmake ninja-build g++ zlib1g-dev libpng-dev libjpeg-dev nlohmann-json3-dev catch2 git
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

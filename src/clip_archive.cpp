@@ -1,6 +1,8 @@
-// Reads CLIP archives: OpenAI TorchScript, torch.save(state_dict), LAKE exports.
+// Reads CLIP archives: OpenAI TorchScript, torch.save(state_dict), safetensors, LAKE exports
+// (transformers checkpoints: hf_checkpoint.cpp).
 
 #include "detail/clip_archive.h"
+#include "detail/safetensors.h"
 #include "detail/torch_pickle.h"
 
 #include <caffe2/serialize/inline_container.h>
@@ -8,6 +10,7 @@
 #include <torch/script.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -103,7 +106,7 @@ void read_torchscript(const std::string& path, caffe2::serialize::PyTorchStreamR
   }
 }
 
-void read_state_dict(const std::string& path, RawArchive& out) {
+std::map<std::string, at::Tensor> state_dict_tensors(const std::string& path) {
   PyValuePtr value;
   try {
     value = read_torch_save(path);
@@ -120,15 +123,28 @@ void read_state_dict(const std::string& path, RawArchive& out) {
       break;
     }
   }
+  std::map<std::string, at::Tensor> out;
   for (const auto& [key, val] : value->dict) {
     if (key->kind != PyValue::Kind::Str || val->kind != PyValue::Kind::Tensor) continue;
     std::string name = key->s;
     if (name.rfind("module.", 0) == 0) name = name.substr(7);  // DataParallel / DDP prefix
-    out.tensors[name] = val->tensor;
+    out[name] = val->tensor;
   }
-  TORCH_CHECK_VALUE(!out.tensors.empty(), "CLIP archive '", path,
+  TORCH_CHECK_VALUE(!out.empty(), "CLIP archive '", path,
                     "' is a torch.save file without any named tensors; expected a CLIP state dict");
-  out.kind = ArchiveKind::StateDict;
+  return out;
+}
+
+std::map<std::string, at::Tensor> safetensors_tensors(const std::string& path) {
+  std::map<std::string, at::Tensor> out;
+  for (auto& [name, t] : read_safetensors(path).tensors)
+    out[name.rfind("module.", 0) == 0 ? name.substr(7) : name] = std::move(t);
+  TORCH_CHECK_VALUE(!out.empty(), "CLIP archive '", path, "' is a safetensors file without any tensors");
+  return out;
+}
+
+bool is_zip(const std::string& head) {
+  return head.size() == 4 && std::memcmp(head.data(), "PK\x03\x04", 4) == 0;
 }
 
 }  // namespace
@@ -150,25 +166,45 @@ std::map<std::string, std::string> parse_key_values(const std::string& text, con
   return out;
 }
 
+std::map<std::string, at::Tensor> read_tensor_file(const std::string& path) {
+  TORCH_CHECK_VALUE(file_exists(path), "weights file '", path, "' does not exist or is not readable");
+  if (looks_like_safetensors(path)) return safetensors_tensors(path);
+  TORCH_CHECK_VALUE(is_zip(read_prefix(path, 4)), "weights file '", path,
+                    "' is neither a safetensors file nor a torch.save zip archive");
+  return state_dict_tensors(path);
+}
+
 RawArchive read_archive(const std::string& path) {
   TORCH_CHECK_VALUE(!path.empty(), "CLIP archive path is empty");
+  const bool index = path.size() > 11 && path.compare(path.size() - 11, 11, ".index.json") == 0;
+  if (std::filesystem::is_directory(path) || index) return read_transformers(path);
   TORCH_CHECK_VALUE(file_exists(path), "CLIP archive '", path, "' does not exist or is not readable");
+  if (looks_like_safetensors(path)) {
+    RawArchive out;
+    out.tensors = safetensors_tensors(path);
+    if (has_transformers_names(out.tensors)) return read_transformers(path);
+    out.kind = ArchiveKind::Safetensors;
+    return out;
+  }
   const std::string head = read_prefix(path, 4);
   if (head.size() >= 2 && static_cast<unsigned char>(head[0]) == 0x80) {
     TORCH_CHECK_VALUE(false, "CLIP archive '", path,
                       "' is a legacy (pre-zip) torch.save pickle; re-save it with a current torch.save "
                       "(the default zip format) or export it with `python -m pylake.export`");
   }
-  TORCH_CHECK_VALUE(head.size() == 4 && std::memcmp(head.data(), "PK\x03\x04", 4) == 0, "CLIP archive '",
-                    path, "' is not a TorchScript archive or torch.save file (expected a zip archive, "
-                    "the file starts with ", head.size(), " bytes that are not a zip header)");
+  TORCH_CHECK_VALUE(is_zip(head), "CLIP archive '", path,
+                    "' is not a TorchScript archive, torch.save file or safetensors file (expected a zip "
+                    "archive or a safetensors header; the file starts with ", head.size(),
+                    " bytes that are neither)");
   auto zip = open_zip(path);
   RawArchive out;
   if (zip->hasRecord("constants.pkl") || zip->hasRecord("code/__torch__.py")) {
     read_torchscript(path, *zip, out);
   } else if (zip->hasRecord("data.pkl")) {
     zip.reset();
-    read_state_dict(path, out);
+    out.tensors = state_dict_tensors(path);
+    if (has_transformers_names(out.tensors)) return read_transformers(path);  // pytorch_model.bin
+    out.kind = ArchiveKind::StateDict;
   } else {
     TORCH_CHECK_VALUE(false, "CLIP archive '", path,
                       "' is a zip file but neither a TorchScript archive (no constants.pkl) nor a "

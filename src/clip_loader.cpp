@@ -27,6 +27,8 @@ std::string to_string(ArchiveKind k) {
     case ArchiveKind::OpenAIJit: return "openai_jit";
     case ArchiveKind::StateDict: return "state_dict";
     case ArchiveKind::LakeExport: return "lake_export";
+    case ArchiveKind::Safetensors: return "safetensors";
+    case ArchiveKind::Transformers: return "transformers";
   }
   return "unknown";
 }
@@ -176,7 +178,7 @@ Activation choose_activation(const RawArchive& raw, const ClipConfig& c, const L
   if (o.activation) return *o.activation;
   if (raw.activation_hint) return *raw.activation_hint;
   if (known_gelu_shape(c)) return Activation::GELU;
-  if (raw.kind == ArchiveKind::StateDict) {
+  if (raw.kind == ArchiveKind::StateDict || raw.kind == ArchiveKind::Safetensors) {
     TORCH_WARN_ONCE("CLIP archive '", path, "' does not record its MLP activation; assuming quick_gelu "
                     "(OpenAI CLIP). Pass activation='gelu' for OpenCLIP models trained with GELU.");
   }

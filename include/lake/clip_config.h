@@ -20,6 +20,8 @@ enum class ArchiveKind {
   OpenAIJit,   ///< OpenAI's released TorchScript archives (traced, usually fp16).
   StateDict,   ///< `torch.save(state_dict)` in the OpenAI / OpenCLIP naming.
   LakeExport,  ///< `python -m pylake.export`: one TorchScript archive with config and vocabulary.
+  Safetensors,   ///< a `.safetensors` state dict in the OpenAI / OpenCLIP naming.
+  Transformers,  ///< a transformers CLIP checkpoint (config.json + model.safetensors / pytorch_model.bin).
 };
 std::string to_string(ArchiveKind k);
 

@@ -101,7 +101,8 @@ class ClipModel {
 };
 
 /// Loads a CLIP ViT from `path`: an OpenAI TorchScript archive, a `torch.save(state_dict)`
-/// file in the OpenAI / OpenCLIP naming, or a LAKE export. Hyper-parameters are inferred
+/// or `.safetensors` file in the OpenAI / OpenCLIP naming, a transformers CLIP checkpoint
+/// (its folder or a weights file beside its config.json), or a LAKE export. Hyper-parameters are inferred
 /// from the parameter shapes. Errors name the file and what was expected: missing file,
 /// not an archive, truncated archive, missing or misshapen parameters, ResNet CLIP.
 ClipModel load_clip(const std::string& path, const LoadOptions& options = {});

@@ -48,12 +48,15 @@ def load_clip(
 
     Accepted files: OpenAI's released TorchScript archives (fp16 weights are converted
     to ``dtype``), a ``torch.save(state_dict)`` in the OpenAI / OpenCLIP naming (also an
-    OpenCLIP training checkpoint with a ``"state_dict"`` entry), and LAKE's own export
-    (``python -m pylake.export``). Every hyper-parameter is inferred from the parameter
-    shapes.
+    OpenCLIP training checkpoint with a ``"state_dict"`` entry), the same as a
+    ``.safetensors`` file, a transformers CLIP checkpoint (a folder with ``config.json``
+    and ``model.safetensors`` / its sharded index / ``pytorch_model.bin``, or one of its
+    weight files; ``CLIPModel`` or ``CLIPVisionModelWithProjection``), and LAKE's own
+    export (``python -m pylake.export``). Every hyper-parameter is inferred from the
+    parameter shapes (and cross-checked with ``config.json``); see docs/archives.md.
 
     Args:
-        path: the archive.
+        path: the archive file or a transformers checkpoint folder.
         device: where the weights live and the forward runs (``"cpu"``, ``"cuda:0"``).
         activation: ``"quick_gelu"`` or ``"gelu"`` to override what the archive says
             (or, for a bare state dict, the OpenAI default ``quick_gelu``).
@@ -63,7 +66,8 @@ def load_clip(
 
     Raises:
         ValueError: missing file, not an archive, missing or misshapen parameters,
-            a ResNet CLIP; the message names the file and what was expected.
+            a ResNet CLIP, a lying safetensors header, a config.json that disagrees with
+            the weights or is not CLIP; the message names the file and what was expected.
         RuntimeError: a truncated or corrupted archive.
     """
     if dtype not in _DTYPES:

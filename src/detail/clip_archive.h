@@ -1,5 +1,5 @@
 #pragma once
-// Reading the three archive kinds into one flat map of named tensors (internal).
+// Reading the archive kinds into one flat map of named tensors (internal).
 
 #include <ATen/core/Tensor.h>
 
@@ -32,6 +32,19 @@ RawArchive read_archive(const std::string& path);
 /// names the archive in errors and becomes ClipModel::path(). Also builds models from
 /// tensors made in memory (lake::doctor's random tiny ViT).
 ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions& options);
+
+/// The named tensors of one weights file, as stored: a safetensors file or a torch.save
+/// state dict ("module." prefixes removed, a checkpoint's "state_dict" unwrapped).
+std::map<std::string, at::Tensor> read_tensor_file(const std::string& path);
+
+/// True when some name is in transformers' CLIP layout (vision_model.*, text_model.*).
+bool has_transformers_names(const std::map<std::string, at::Tensor>& tensors);
+
+/// A transformers CLIP checkpoint (src/hf_checkpoint.cpp): `path` is its folder (config.json
+/// with model.safetensors, model.safetensors.index.json, pytorch_model.bin or its index) or
+/// one of its weight files. Tensors are mapped to the OpenAI names; config and shapes are
+/// cross-checked. Errors (ValueError) name the file.
+RawArchive read_transformers(const std::string& path);
 
 /// Parses "key=value" lines (blank lines and lines starting with '#' ignored).
 std::map<std::string, std::string> parse_key_values(const std::string& text, const std::string& source);

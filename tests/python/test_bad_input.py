@@ -27,7 +27,7 @@ def test_missing_file(tmp_path):
 
 
 def test_not_an_archive(fixtures_dir):
-    with pytest.raises(ValueError, match="is not a TorchScript archive or torch.save file"):
+    with pytest.raises(ValueError, match="is not a TorchScript archive, torch.save file or safetensors file"):
         pylake.load_clip(fixtures_dir / "not_an_archive.pt")
 
 
