@@ -1,5 +1,5 @@
 // NormalityModel::save / load: a versioned torch.save-format file (a dict that
-// `torch.load(path, weights_only=False)` also reads), written atomically, checked on load.
+// `pylake.read_model_file`, i.e. `torch.load(weights_only=True)`, also reads), written atomically, checked on load.
 //
 // Format version 1 (keys of the top-level dict):
 //   format = "lake-normality", format_version = 1, lake_version,

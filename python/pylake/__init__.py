@@ -18,7 +18,7 @@ import torch  # noqa: F401  (loads LibTorch before the extension)
 from . import _C, datasets, export, metrics, synthetic
 from ._clip import ClipModel, load_clip
 from ._doctor import DoctorCheck, DoctorReport, doctor, doctor_check_names
-from ._normality import NormalityModel, Prediction, load_images
+from ._normality import NormalityModel, Prediction, load_images, read_model_file
 from ._probe import NeuronProbe, ProbeResult
 from ._tokenize import Tokenizer, default_vocabulary_path, tokenize
 
@@ -53,6 +53,7 @@ __all__ = [
     "load_images",
     "read_image",
     "read_mask",
+    "read_model_file",
     "resize_mask",
     "load_clip",
     "set_num_threads",

@@ -63,6 +63,21 @@ def load_images(paths: Sequence[Union[str, os.PathLike]], model: ClipModel, size
     return torch.stack([_C.clip_preprocess(x, int(size), mean, std) for x in images])
 
 
+def read_model_file(path: Union[str, os.PathLike]) -> dict:
+    """The raw contents of a ``.lake`` file (format version 1: a dict of options, neurons,
+    galleries, thresholds, ...), for inspection without a backbone. Read with
+    ``torch.load(weights_only=True)``: no code from the file runs. The only globals allowed
+    are TorchScript's pickle helpers that rebuild typed lists (LibTorch's pickler writes
+    them); they return their argument. To use a model, call :meth:`NormalityModel.load`,
+    which also checks the file."""
+    import torch.jit._pickle as jit_pickle  # noqa: PLC0415
+
+    builders = [jit_pickle.restore_type_tag, jit_pickle.build_intlist, jit_pickle.build_doublelist,
+                jit_pickle.build_boollist, jit_pickle.build_tensorlist]
+    with torch.serialization.safe_globals(builders):
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+
+
 def _file_list(images) -> Optional[List[str]]:
     """Paths (a file, a folder, or a list of them) as a list of file names; ``None`` for a tensor."""
     if isinstance(images, torch.Tensor):

@@ -110,8 +110,9 @@ def test_save_load_roundtrip(clip, fitted, tmp_path):
     assert back.image_threshold == fitted.image_threshold and back.layers == fitted.layers
     for n1, n2 in zip(fitted.neurons, back.neurons):
         assert torch.equal(n1["indices"], n2["indices"]) and torch.equal(n1["std"], n2["std"])
-    # The file is a torch.save dict (LibTorch's pickler): inspectable from Python without LAKE.
-    raw = torch.load(path, weights_only=False)
+    # The file is a torch.save dict (LibTorch's pickler): inspectable without a backbone, and
+    # without running code from it (weights_only=True).
+    raw = pylake.read_model_file(path)
     assert raw["format"] == "lake-normality" and raw["format_version"] == 1
     assert raw["galleries"][0].shape == (2 * 16, 8)
 
@@ -132,7 +133,7 @@ def test_old_format_versions_stay_readable(clip):
 def test_refuses_bad_files(clip, fitted, tmp_path, fixtures_dir):
     path = tmp_path / "m.lake"
     fitted.save(path)
-    raw = torch.load(path, weights_only=False)
+    raw = pylake.read_model_file(path)
 
     newer = dict(raw, format_version=2)
     torch.save(newer, tmp_path / "newer.lake")
@@ -196,3 +197,27 @@ def test_model_size_per_shot(clip, tmp_path):
         sizes.append((tmp_path / f"{shots}.lake").stat().st_size)
     per_shot = (sizes[2] - sizes[0]) / 3
     assert per_shot == pytest.approx(16 * 16 * 3 * 4, rel=0.05)
+
+
+class _RunsCode:
+    """An object whose unpickling would call os.system (what a crafted file can hold)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_read_model_file_runs_no_code(tmp_path, fitted):
+    fitted.save(tmp_path / "m.lake")
+    assert pylake.read_model_file(tmp_path / "m.lake")["format"] == "lake-normality"
+    marker = tmp_path / "ran"
+    torch.save({"format": "lake-normality", "x": _RunsCode(marker)}, tmp_path / "evil.lake")
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError, match="os.system|posix.system|Unsupported global"):
+        pylake.read_model_file(tmp_path / "evil.lake")
+    assert not marker.exists()
