@@ -13,6 +13,7 @@ void bind_normality(py::module_& m);
 void bind_metrics(py::module_& m);
 void bind_ops(py::module_& m);
 void bind_doctor(py::module_& m);
+void bind_models(py::module_& m);
 }  // namespace lake::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -45,4 +46,5 @@ PYBIND11_MODULE(_C, m) {
   lake::bindings::bind_normality(m);
   lake::bindings::bind_metrics(m);
   lake::bindings::bind_doctor(m);
+  lake::bindings::bind_models(m);
 }

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <sstream>
 
+#include "lake/models.h"
 #include "detail/strings.h"
 #include "detail/clip_archive.h"
 #include "detail/clip_impl.h"
@@ -29,6 +30,7 @@ std::string to_string(ArchiveKind k) {
     case ArchiveKind::LakeExport: return "lake_export";
     case ArchiveKind::Safetensors: return "safetensors";
     case ArchiveKind::Transformers: return "transformers";
+    case ArchiveKind::OpenClipHub: return "open_clip";
   }
   return "unknown";
 }
@@ -155,9 +157,17 @@ int64_t config_int(const RawArchive& raw, const std::string& key, const std::str
   try {
     return std::stoll(it->second);
   } catch (const std::exception&) {
-    TORCH_CHECK_VALUE(false, "CLIP archive '", path, "': lake_config.txt has ", key, "=", it->second,
+    TORCH_CHECK_VALUE(false, "CLIP archive '", path, "': ", raw.lake_config_where, " has ", key, "=", it->second,
                       ", expected an integer");
   }
+}
+
+// A hyper-parameter recorded by a LAKE export must be the one the shapes give.
+void check_recorded(const RawArchive& raw, const char* key, int64_t inferred, const std::string& path) {
+  if (!raw.lake_config.count(key)) return;
+  const int64_t recorded = config_int(raw, key, path);
+  TORCH_CHECK_VALUE(recorded == inferred, "CLIP archive '", path, "': ", raw.lake_config_where, " says ", key, "=",
+                    recorded, " but the weights' shapes give ", key, "=", inferred);
 }
 
 int64_t choose_heads(int64_t override_heads, int64_t recorded, int64_t width, const char* tower,
@@ -199,7 +209,13 @@ at::Tensor convert(const at::Tensor& t, const LoadOptions& o) {
 
 ClipModel load_clip(const std::string& path, const LoadOptions& options) {
   check_load_options(options);
-  return detail::build_clip(detail::read_archive(path), path, options);
+  if (!is_model_name(path)) return detail::build_clip(detail::read_archive(path), path, options);
+  const ModelLocation loc = locate_model(path);
+  TORCH_CHECK_VALUE(!loc.path.empty(), loc.missing_message());
+  LoadOptions o = options;
+  // Every OpenAI CLIP uses QuickGELU; OpenCLIP's copies of them carry no config that says so.
+  if (loc.source == ModelSource::OpenAI && !o.activation) o.activation = Activation::QuickGELU;
+  return detail::build_clip(detail::read_archive(loc.path), loc.path, o);
 }
 
 namespace detail {
@@ -274,6 +290,16 @@ ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions&
     impl->text_proj = r.get("text_projection", {tw, c.embed_dim});
     impl->text_blocks = read_blocks(r, "transformer.resblocks.", c.text_layers, tw);
   }
+  for (auto [key, value] : {std::pair<const char*, int64_t>{"image_size", c.image_size}, {"patch_size", c.patch_size},
+                             {"vision_width", c.vision_width}, {"vision_layers", c.vision_layers},
+                             {"embed_dim", c.embed_dim}})
+    check_recorded(raw, key, value, path);
+  if (options.load_text) {  // (a vision-only model records zeros)
+    for (auto [key, value] : {std::pair<const char*, int64_t>{"context_length", c.context_length},
+                               {"vocab_size", c.vocab_size}, {"text_width", c.text_width},
+                               {"text_layers", c.text_layers}})
+      check_recorded(raw, key, value, path);
+  }
   c.activation = choose_activation(raw, c, options, path);
 
   // Normalisation constants recorded by an export ("mean=a,b,c").
@@ -283,9 +309,21 @@ ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions&
     std::istringstream is(it->second);
     std::string part;
     int i = 0;
-    while (std::getline(is, part, ',') && i < 3) dst[i++] = std::stof(part);
-    TORCH_CHECK_VALUE(i == 3, "CLIP archive '", path, "': lake_config.txt ", key, "=", it->second,
-                      " must hold three comma-separated numbers");
+    bool ok = true;
+    float values[3] = {0.f, 0.f, 0.f};
+    while (ok && std::getline(is, part, ',')) {
+      size_t used = 0;
+      try {
+        const float v = std::stof(part, &used);
+        if (i < 3) values[i] = v;
+      } catch (const std::exception&) {  // not a number, out of range
+        ok = false;
+      }
+      ok = ok && part.find_first_not_of(' ', used) == std::string::npos && ++i <= 3;
+    }
+    TORCH_CHECK_VALUE(ok && i == 3, "CLIP archive '", path, "': ", raw.lake_config_where, " has ", key, "=",
+                      it->second, ", expected three comma-separated numbers");
+    std::copy(values, values + 3, dst);
   }
 
   // A flat view of the parameters (shared storage with the per-block fields).
@@ -298,7 +336,8 @@ ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions&
   impl->device = options.device;
   impl->dtype = options.dtype;
   if (!raw.vocabulary.empty())
-    impl->tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_bytes(raw.vocabulary, path + ":lake_vocab.txt.gz"));
+    impl->tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_bytes(raw.vocabulary, path + ":" + raw.vocabulary_where));
+  impl->vocabulary = std::move(raw.vocabulary);
   return ClipModel(std::move(impl));
 }
 

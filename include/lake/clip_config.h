@@ -19,9 +19,10 @@ Activation parse_activation(const std::string& name);
 enum class ArchiveKind {
   OpenAIJit,   ///< OpenAI's released TorchScript archives (traced, usually fp16).
   StateDict,   ///< `torch.save(state_dict)` in the OpenAI / OpenCLIP naming.
-  LakeExport,  ///< `python -m pylake.export`: one TorchScript archive with config and vocabulary.
+  LakeExport,    ///< `lake export`: weights, config and vocabulary in one file (v2 safetensors, v1 TorchScript).
   Safetensors,   ///< a `.safetensors` state dict in the OpenAI / OpenCLIP naming.
   Transformers,  ///< a transformers CLIP checkpoint (config.json + model.safetensors / pytorch_model.bin).
+  OpenClipHub,   ///< an OpenCLIP hub folder (open_clip_config.json + open_clip_model.safetensors / .bin).
 };
 std::string to_string(ArchiveKind k);
 

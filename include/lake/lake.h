@@ -6,6 +6,7 @@
 #include "lake/clip_config.h"
 #include "lake/tokenizer.h"
 #include "lake/clip_model.h"
+#include "lake/models.h"
 #include "lake/neuron_probe.h"
 #include "lake/sensitivity_selector.h"
 #include "lake/normality_model.h"

@@ -4,7 +4,7 @@ Training-free few-shot anomaly detection with the sparse "sensitive neurons" of 
 CLIP image encoder. This package wraps the C++ library ``liblake``:
 
 >>> import pylake
->>> model = pylake.load_clip("ViT-L-14-336.pt")            # OpenAI archive, state dict or LAKE export
+>>> model = pylake.load_clip("ViT-L/14@336px")             # a name, or a file / folder of weights
 >>> emb = model.encode_image(images)                       # (B, 3, H, W) float32 -> (B, E)
 >>> probe = pylake.NeuronProbe(model, layers=[6, 12, 18, 24])
 >>> taps = probe(images)
@@ -17,6 +17,7 @@ import torch  # noqa: F401  (loads LibTorch before the extension)
 
 from . import _C, datasets, export, metrics, synthetic
 from ._clip import ClipModel, load_clip
+from ._models import KnownModel, ModelLocation, cache_dirs, download_model, known_models, locate_model, resolve_model
 from ._doctor import DoctorCheck, DoctorReport, doctor, doctor_check_names
 from ._normality import NormalityModel, Prediction, load_images, read_model_file
 from ._probe import NeuronProbe, ProbeResult
@@ -36,6 +37,13 @@ get_num_threads = _C.get_num_threads
 
 __all__ = [
     "ClipModel",
+    "KnownModel",
+    "ModelLocation",
+    "cache_dirs",
+    "download_model",
+    "known_models",
+    "locate_model",
+    "resolve_model",
     "DoctorCheck",
     "DoctorReport",
     "NeuronProbe",

@@ -5,6 +5,10 @@
     lake eval --model M --dataset mvtec|visa|btad|mpdd|loco|folder --root R --out REPORT [reader options]
     lake inspect F.lake [IMAGE] --model M
     lake doctor [--json] [--device DEV ...] [--no-model]
+    lake models [--json] [--download NAME ...]
+
+--model takes a file or folder of CLIP weights (every form in docs/archives.md) or a model
+name (`lake models`), downloaded when missing and online.
 
 Exit codes: 0 done; 1 failed while running (a corrupt file, ..., a FAIL of `lake doctor`);
 2 bad usage or input (a missing file, an unknown option value, ...). Progress goes to stderr, results to stdout
@@ -211,13 +215,47 @@ def cmd_doctor(args) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def cmd_models(args) -> int:
+    import pylake  # noqa: PLC0415
+
+    log = _Log(args.quiet)
+    for name in args.download or []:
+        log(f"{name}: downloading what is missing ...")
+        log.out(json.dumps({"name": name, "path": pylake.download_model(name, progress=not args.quiet)}))
+    if args.download:
+        return EXIT_OK
+    rows = []
+    for k in pylake.known_models():
+        loc = pylake.locate_model(k.name)
+        rows.append({"name": k.name, "source": k.source, "description": k.description, "path": loc.path or None,
+                     "searched": list(loc.searched)})
+    if args.json:
+        print(json.dumps({"caches": pylake.cache_dirs(), "models": rows}, indent=2), flush=True)
+        return EXIT_OK
+    caches = pylake.cache_dirs()
+    log.out("caches: " + ", ".join(f"{k} {v}" for k, v in caches.items()))
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        log.out(f"{r['name']:<{width}}  {r['source']:<12}  {r['path'] or 'not on this machine':<20}  {r['description']}")
+    log.out("any hub repository also works: org/name (transformers layout) or hf-hub:org/name (OpenCLIP layout)")
+    return EXIT_OK
+
+
+_MODEL_HELP = ("CLIP weights: a file or folder (OpenAI .pt, state dict, .safetensors, transformers or OpenCLIP "
+               "hub folder, LAKE export) or a model name (`lake models`), downloaded when missing and online")
+
+
+def _model_arg(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--model", required=True, help=_MODEL_HELP + what)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lake", description="LAKE: few-shot anomaly detection with the sparse "
                                  "sensitive neurons of a frozen CLIP.")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="fit a normality model on normal images and save it")
-    p.add_argument("--model", required=True, help="CLIP archive (OpenAI .pt, state dict or LAKE export)")
+    _model_arg(p)
     p.add_argument("--class-name", required=True, help="the product's name, used in the text prompts")
     p.add_argument("--normal", required=True, nargs="+", help="normal images or folders of them")
     p.add_argument("--out", required=True, help="the .lake file to write")
@@ -236,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "OUT/predictions.csv / .json. Maps are at each image's resolution.")
     p.add_argument("model_file", help="a .lake file written by `lake fit`")
     p.add_argument("images", nargs="+", help="images or folders (searched with their sub-folders)")
-    p.add_argument("--model", required=True, help="the CLIP archive the model was fitted with")
+    _model_arg(p, "; the one the model was fitted with")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--map-format", default="npy", choices=["npy", "png16"],
                    help="raw map as .npy (float32) or 16-bit PNG (map clamped to [0, 1] x 65535)")
@@ -248,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "metrics), report.csv, report.md, images.csv / images.json (one row per test image and run), "
                        "heatmaps and, with --save-maps, every raw map. OUT holds an INCOMPLETE marker until the "
                        "run has finished.")
-    p.add_argument("--model", required=True)
+    _model_arg(p)
     p.add_argument("--dataset", required=True, choices=["mvtec", "visa", "btad", "mpdd", "loco", "folder"])
     p.add_argument("--root", required=True, help="data set root (for folder: the normal training images' folder)")
     p.add_argument("--categories", nargs="+")
@@ -277,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show a model's neurons and explain one image")
     p.add_argument("model_file")
     p.add_argument("image", nargs="?")
-    p.add_argument("--model", required=True)
+    _model_arg(p)
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=cmd_inspect)
 
@@ -296,6 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     # For testing the doctor itself: perturb one check's kernel outputs so that it must FAIL.
     p.add_argument("--fault", metavar="CHECK", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("models", help="list the known model names and which are on this machine; download them",
+                       description="List LAKE's model names with where each is on this machine (the OpenAI clip "
+                       "cache, the Hugging Face hub cache, LAKE's cache: see docs/archives.md), or download them. "
+                       "Offline (HF_HUB_OFFLINE=1 or LAKE_OFFLINE=1) a download is an error naming the missing files.")
+    p.add_argument("--json", action="store_true", help="print strict JSON: the caches and, per name, its path "
+                   "(null when absent) and every place searched")
+    p.add_argument("--download", nargs="+", metavar="NAME", help="download these names (any hub repository too) "
+                   "and print their local paths")
+    p.add_argument("--quiet", action="store_true", help="print errors only")
+    p.set_defaults(func=cmd_models)
     return ap
 
 
