@@ -261,3 +261,49 @@ def test_hf_weights_without_config(hf_folder, tmp_path):
     shutil.copy(hf_folder / "model-00002-of-00002.safetensors", tmp_path / "alone" / "w.safetensors")
     with pytest.raises(ValueError, match="no config.json beside it"):
         pylake.load_clip(tmp_path / "alone" / "w.safetensors")
+
+
+# ---- full sizes (slow) ------------------------------------------------------------------------
+
+FULL_SIZES = {  # transformers' configs of openai/clip-vit-base-patch16 and openai/clip-vit-large-patch14-336
+    "ViT-B/16": dict(vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                                 image_size=224, patch_size=16),
+                     text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+                     projection_dim=512),
+    "ViT-L/14@336px": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                       num_attention_heads=16, image_size=336, patch_size=14),
+                           text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                     num_attention_heads=12),
+                           projection_dim=768),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", sorted(FULL_SIZES))
+def test_full_size_checkpoint_matches_transformers(size, tmp_path):
+    s = FULL_SIZES[size]
+    cfg = transformers.CLIPConfig(text_config=dict(s["text"], max_position_embeddings=77, vocab_size=49408),
+                                  vision_config=s["vision"], projection_dim=s["projection_dim"])
+    torch.manual_seed(0)
+    hf = transformers.CLIPModel(cfg).eval()  # transformers' own random init (its std per layer)
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    model = pylake.load_clip(tmp_path)
+    c = model.config
+    assert (c.image_size, c.patch_size, c.vision_width, c.vision_layers, c.vision_heads) == (
+        s["vision"]["image_size"], s["vision"]["patch_size"], s["vision"]["hidden_size"],
+        s["vision"]["num_hidden_layers"], s["vision"]["num_attention_heads"])
+    side = c.image_size
+    images = clip_factory.example_images(1, side, seed=8)
+    tokens = _tokens()
+    deep = c.vision_layers
+    taps = pylake.NeuronProbe(model, layers=[1, deep // 2, deep])(images)
+    with torch.no_grad():
+        ref_img = _features(hf.get_image_features(pixel_values=images))
+        ref_txt = _features(hf.get_text_features(input_ids=tokens))
+        hidden = hf.vision_model(pixel_values=images, output_hidden_states=True).hidden_states
+        errs = {"encode_image": max_err(model.encode_image(images), ref_img),
+                "encode_text": max_err(model.encode_text(tokens), ref_txt)}
+    for layer in (1, deep // 2, deep):
+        errs[f"tap {layer}"] = max_err(taps.activations[layer], hidden[layer][:, 1:])
+    print(f"\n{size}: " + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()))
+    assert max(errs.values()) <= TOL, errs
