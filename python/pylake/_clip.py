@@ -43,8 +43,18 @@ def load_clip(
     vision_heads: int = 0,
     text_heads: int = 0,
     load_text: bool = True,
+    download: bool = True,
+    progress: bool = True,
 ) -> ClipModel:
-    """Load a CLIP ViT from ``path``.
+    """Load a CLIP ViT from ``path``: a file or folder, or a model name.
+
+    Model names (``pylake.known_models()``, ``lake models``): OpenAI's (``"ViT-L/14@336px"``),
+    a Hugging Face hub repository in transformers' layout (``"openai/clip-vit-large-patch14-336"``)
+    or OpenCLIP's (``"hf-hub:laion/CLIP-ViT-L-14-laion2B-s32B-b82K"``), optionally
+    ``"@revision"``. They resolve to files already on this machine where the OpenAI clip
+    package, transformers, OpenCLIP and LAKE put them (see :func:`pylake.locate_model`);
+    what is missing is downloaded when ``download`` and online (``HF_HUB_OFFLINE`` /
+    ``LAKE_OFFLINE`` unset), OpenAI's archives verified against their published SHA-256.
 
     Accepted files: OpenAI's released TorchScript archives (fp16 weights are converted
     to ``dtype``), a ``torch.save(state_dict)`` in the OpenAI / OpenCLIP naming (also an
@@ -63,17 +73,28 @@ def load_clip(
         dtype: compute dtype (float32; float16/bfloat16 on CUDA).
         vision_heads, text_heads: override the head counts (0: width / 64 as in CLIP).
         load_text: also load the text tower.
+        download: fetch a named model that is not on this machine (else a ValueError
+            naming where it was looked for and where to put it).
+        progress: show a download progress bar on stderr.
 
     Raises:
         ValueError: missing file, not an archive, missing or misshapen parameters,
             a ResNet CLIP, a lying safetensors header, a config.json that disagrees with
-            the weights or is not CLIP; the message names the file and what was expected.
-        RuntimeError: a truncated or corrupted archive.
+            the weights or is not CLIP; the message names the file and what was expected;
+            a named model not on this machine with ``download=False``; a download whose
+            SHA-256 does not match.
+        RuntimeError: a truncated or corrupted archive; a named model missing while
+            offline, or a download that failed (a partial file is kept to resume).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"load_clip: dtype must be one of {sorted(map(str, _DTYPES))}, got {dtype}")
+    path = os.fspath(path)
+    if _C.is_model_name(path):
+        from ._models import resolve_model  # noqa: PLC0415
+
+        resolve_model(path, download=download, progress=progress)  # the C++ loader resolves the name again
     return _C.load_clip(
-        os.fspath(path),
+        path,
         str(torch.device(device)),
         activation,
         _DTYPES[dtype],

@@ -541,7 +541,7 @@ def hub_download(
         from huggingface_hub import constants
     except ImportError as e:
         raise RuntimeError(
-            f"downloading {candidates} from the hub repo {repo_id} needs huggingface_hub: pip install huggingface_hub"
+            f"downloading {candidates} from the hub repo {repo_id} needs huggingface_hub: pip install 'pylake[hub]' (or huggingface_hub)"
         ) from e
 
     cache_root = os.path.abspath(os.path.expanduser(os.fspath(cache_dir))) if cache_dir else constants.HF_HUB_CACHE
