@@ -1,6 +1,10 @@
 // Bindings: ClipConfig, ClipModel, load_clip, Tokenizer.
 #include <torch/extension.h>
 
+#include <map>
+#include <optional>
+#include <vector>
+
 #include "lake/clip_model.h"
 #include "lake/tokenizer.h"
 
@@ -96,6 +100,41 @@ void bind_clip(py::module_& m) {
       },
       py::arg("path"), py::arg("device") = "cpu", py::arg("activation") = py::none(), py::arg("dtype") = "float32",
       py::arg("vision_heads") = 0, py::arg("text_heads") = 0, py::arg("load_text") = true);
+
+  m.def(
+      "clip_from_state_dict",
+      [](std::map<std::string, at::Tensor> tensors, const std::optional<std::string>& activation, int64_t vision_heads,
+         int64_t text_heads, const std::string& name, const std::vector<float>& image_mean,
+         const std::vector<float>& image_std) {
+        LoadOptions o;
+        if (activation) o.activation = parse_activation(*activation);
+        o.vision_heads = vision_heads;
+        o.text_heads = text_heads;
+        torch::PyWarningHandler warnings;
+        std::optional<ClipModel> model;
+        {
+          py::gil_scoped_release release;
+          model.emplace(clip_from_state_dict(std::move(tensors), o, name, image_mean, image_std));
+        }
+        return *model;
+      },
+      py::arg("tensors"), py::arg("activation"), py::arg("vision_heads") = 0, py::arg("text_heads") = 0,
+      py::arg("name") = "<state dict>", py::arg("image_mean") = std::vector<float>{},
+      py::arg("image_std") = std::vector<float>{});
+
+  m.def(
+      "save_clip",
+      [](const ClipModel& model, const std::string& path, const std::string& dtype, const py::bytes& vocabulary,
+         const std::string& source) {
+        SaveClipOptions o;
+        o.dtype = parse_dtype(dtype);
+        o.vocabulary = std::string(vocabulary);
+        o.source = source;
+        py::gil_scoped_release release;
+        return save_clip(model, path, o);
+      },
+      py::arg("model"), py::arg("path"), py::arg("dtype") = "float32", py::arg("vocabulary") = py::bytes(),
+      py::arg("source") = "");
 }
 
 }  // namespace lake::bindings

@@ -1,4 +1,4 @@
-// detail::write_file_atomically: temporary file, fsync, rename.
+// detail::write_file_atomically: temporary file, pieces written, fsync, rename.
 
 #include "detail/atomic_file.h"
 
@@ -14,31 +14,50 @@
 
 namespace lake::detail {
 
-void write_file_atomically(const std::string& path, const void* data, size_t size, const char* what) {
+void FileSink::fail(int err) const {
+  TORCH_CHECK(false, what, ": writing '", path, "' failed: ", std::strerror(err ? err : EIO),
+              " (nothing was written; an existing file is unchanged)");
+}
+
+void FileSink::write(const void* data, size_t size) {
+  const auto* bytes = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd, bytes, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail(n < 0 ? errno : EIO);
+    bytes += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void write_file_atomically(const std::string& path, const std::function<void(FileSink&)>& produce,
+                           const char* what) {
   // pid + a per-process counter: two threads (or processes) writing the same target never
   // share a temporary file.
   static std::atomic<uint64_t> counter{0};
   const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   TORCH_CHECK_VALUE(fd >= 0, what, ": cannot create '", tmp, "' (to write '", path, "'): ", std::strerror(errno));
-  const auto* bytes = static_cast<const char*>(data);
-  size_t done = 0;
-  bool ok = true;
-  while (ok && done < size) {
-    const ssize_t n = ::write(fd, bytes + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) done += static_cast<size_t>(n);
-  }
-  int err = ok ? 0 : errno;
-  if (ok && ::fsync(fd) != 0) ok = false, err = errno;
-  if (::close(fd) != 0 && ok) ok = false, err = errno;
-  if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) ok = false, err = errno;
-  if (!ok) {
+  FileSink sink{fd, path, what};
+  try {
+    produce(sink);
+    if (::fsync(fd) != 0) sink.fail(errno);
+  } catch (...) {
+    ::close(fd);
     std::remove(tmp.c_str());
-    TORCH_CHECK(false, what, ": writing '", path, "' failed: ", std::strerror(err ? err : EIO),
-                " (nothing was written; an existing file is unchanged)");
+    throw;
   }
+  int err = 0;
+  if (::close(fd) != 0) err = errno;
+  if (err == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    std::remove(tmp.c_str());
+    sink.fail(err);
+  }
+}
+
+void write_file_atomically(const std::string& path, const void* data, size_t size, const char* what) {
+  write_file_atomically(path, [&](FileSink& out) { out.write(data, size); }, what);
 }
 
 }  // namespace lake::detail

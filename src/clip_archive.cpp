@@ -2,6 +2,7 @@
 // (transformers checkpoints: hf_checkpoint.cpp).
 
 #include "detail/clip_archive.h"
+#include "detail/lake_export.h"
 #include "detail/safetensors.h"
 #include "detail/torch_pickle.h"
 
@@ -87,19 +88,9 @@ void read_torchscript(const std::string& path, caffe2::serialize::PyTorchStreamR
   }
   collect_module_tensors(module, out);
   if (has_lake_config) {
-    out.kind = ArchiveKind::LakeExport;
     out.lake_config = parse_key_values(extra[kLakeConfigFile], path + ":" + kLakeConfigFile);
     out.vocabulary = extra[kLakeVocabFile];
-    auto fmt = out.lake_config.find("format");
-    TORCH_CHECK(fmt != out.lake_config.end() && fmt->second == "lake-clip", "CLIP archive '", path,
-                "': ", kLakeConfigFile, " does not say format=lake-clip");
-    auto ver = out.lake_config.find("format_version");
-    TORCH_CHECK(ver != out.lake_config.end(), "CLIP archive '", path, "': ", kLakeConfigFile,
-                " has no format_version");
-    TORCH_CHECK(ver->second == "1", "CLIP archive '", path, "' is a LAKE export of format version ",
-                ver->second, "; this build of LAKE reads version 1 (upgrade LAKE)");
-    auto act = out.lake_config.find("activation");
-    if (act != out.lake_config.end()) out.activation_hint = parse_activation(act->second);
+    check_lake_export_config(out, path, kLakeExportTorchScriptVersion);  // LAKE export v1
   } else {
     out.kind = ArchiveKind::OpenAIJit;
     out.activation_hint = activation_from_code(zip);
@@ -135,9 +126,9 @@ std::map<std::string, at::Tensor> state_dict_tensors(const std::string& path) {
   return out;
 }
 
-std::map<std::string, at::Tensor> safetensors_tensors(const std::string& path) {
+std::map<std::string, at::Tensor> safetensors_tensors(const std::string& path, SafetensorsFile file) {
   std::map<std::string, at::Tensor> out;
-  for (auto& [name, t] : read_safetensors(path).tensors)
+  for (auto& [name, t] : file.tensors)
     out[name.rfind("module.", 0) == 0 ? name.substr(7) : name] = std::move(t);
   TORCH_CHECK_VALUE(!out.empty(), "CLIP archive '", path, "' is a safetensors file without any tensors");
   return out;
@@ -168,7 +159,7 @@ std::map<std::string, std::string> parse_key_values(const std::string& text, con
 
 std::map<std::string, at::Tensor> read_tensor_file(const std::string& path) {
   TORCH_CHECK_VALUE(file_exists(path), "weights file '", path, "' does not exist or is not readable");
-  if (looks_like_safetensors(path)) return safetensors_tensors(path);
+  if (looks_like_safetensors(path)) return safetensors_tensors(path, read_safetensors(path));
   TORCH_CHECK_VALUE(is_zip(read_prefix(path, 4)), "weights file '", path,
                     "' is neither a safetensors file nor a torch.save zip archive");
   return state_dict_tensors(path);
@@ -180,8 +171,10 @@ RawArchive read_archive(const std::string& path) {
   if (std::filesystem::is_directory(path) || index) return read_transformers(path);
   TORCH_CHECK_VALUE(file_exists(path), "CLIP archive '", path, "' does not exist or is not readable");
   if (looks_like_safetensors(path)) {
+    SafetensorsFile file = read_safetensors(path);
+    if (is_lake_export(file.metadata)) return read_lake_safetensors(path, std::move(file));  // LAKE export v2
     RawArchive out;
-    out.tensors = safetensors_tensors(path);
+    out.tensors = safetensors_tensors(path, std::move(file));
     if (has_transformers_names(out.tensors)) return read_transformers(path);
     out.kind = ArchiveKind::Safetensors;
     return out;
@@ -190,7 +183,7 @@ RawArchive read_archive(const std::string& path) {
   if (head.size() >= 2 && static_cast<unsigned char>(head[0]) == 0x80) {
     TORCH_CHECK_VALUE(false, "CLIP archive '", path,
                       "' is a legacy (pre-zip) torch.save pickle; re-save it with a current torch.save "
-                      "(the default zip format) or export it with `python -m pylake.export`");
+                      "(the default zip format), e.g. torch.save(torch.load(f, weights_only=True), f)");
   }
   TORCH_CHECK_VALUE(is_zip(head), "CLIP archive '", path,
                     "' is not a TorchScript archive, torch.save file or safetensors file (expected a zip "

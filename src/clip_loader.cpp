@@ -335,8 +335,14 @@ ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions&
   impl->path = path;
   impl->device = options.device;
   impl->dtype = options.dtype;
-  if (!raw.vocabulary.empty())
-    impl->tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_bytes(raw.vocabulary, path + ":" + raw.vocabulary_where));
+  if (!raw.vocabulary.empty()) {
+    try {
+      impl->tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_bytes(raw.vocabulary, path + ":" + raw.vocabulary_where));
+    } catch (const c10::Error& e) {
+      TORCH_CHECK_VALUE(false, "CLIP archive '", path, "': its embedded vocabulary (", raw.vocabulary_where,
+                        ") does not load: ", e.what_without_backtrace());
+    }
+  }
   impl->vocabulary = std::move(raw.vocabulary);
   return ClipModel(std::move(impl));
 }

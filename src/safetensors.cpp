@@ -1,6 +1,9 @@
-// A validating safetensors reader over a memory mapping (see detail/safetensors.h).
+// A validating safetensors reader over a memory mapping, and a streaming writer (see
+// detail/safetensors.h).
 
 #include "detail/safetensors.h"
+
+#include "detail/atomic_file.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -43,15 +46,29 @@ struct DType {
   size_t size;
 };
 
+const DType kDTypes[] = {
+    {"F64", at::kDouble, 8},  {"F32", at::kFloat, 4},   {"F16", at::kHalf, 2},   {"BF16", at::kBFloat16, 2},
+    {"I64", at::kLong, 8},    {"I32", at::kInt, 4},     {"I16", at::kShort, 2},  {"I8", at::kChar, 1},
+    {"U8", at::kByte, 1},     {"BOOL", at::kBool, 1},   {"U16", at::kUInt16, 2}, {"U32", at::kUInt32, 4},
+    {"U64", at::kUInt64, 8},  {"F8_E4M3", at::kFloat8_e4m3fn, 1}, {"F8_E5M2", at::kFloat8_e5m2, 1}};
+
 const DType* find_dtype(const std::string& name) {
-  static const DType types[] = {
-      {"F64", at::kDouble, 8},  {"F32", at::kFloat, 4},   {"F16", at::kHalf, 2},   {"BF16", at::kBFloat16, 2},
-      {"I64", at::kLong, 8},    {"I32", at::kInt, 4},     {"I16", at::kShort, 2},  {"I8", at::kChar, 1},
-      {"U8", at::kByte, 1},     {"BOOL", at::kBool, 1},   {"U16", at::kUInt16, 2}, {"U32", at::kUInt32, 4},
-      {"U64", at::kUInt64, 8},  {"F8_E4M3", at::kFloat8_e4m3fn, 1}, {"F8_E5M2", at::kFloat8_e5m2, 1}};
-  for (const auto& t : types)
+  for (const auto& t : kDTypes)
     if (name == t.name) return &t;
   return nullptr;
+}
+
+const DType* find_dtype(c10::ScalarType type) {
+  for (const auto& t : kDTypes)
+    if (type == t.type) return &t;
+  return nullptr;
+}
+
+bool little_endian() {
+  const uint16_t probe = 1;
+  unsigned char b;
+  std::memcpy(&b, &probe, 1);
+  return b == 1;
 }
 
 uint64_t le64(const unsigned char* p) {
@@ -124,12 +141,7 @@ bool looks_like_safetensors(const std::string& path) {
 
 SafetensorsFile read_safetensors(const std::string& path) {
   static_assert(sizeof(void*) == 8, "64-bit only");
-  {
-    const uint16_t probe = 1;
-    unsigned char b;
-    std::memcpy(&b, &probe, 1);
-    TORCH_CHECK(b == 1, "safetensors: this reader needs a little-endian machine");
-  }
+  TORCH_CHECK(little_endian(), "safetensors: this reader needs a little-endian machine");
   Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
   TORCH_CHECK_VALUE(f.fd >= 0, "safetensors file '", path, "' could not be opened: ", std::strerror(errno));
   struct stat st {};
@@ -201,6 +213,48 @@ SafetensorsFile read_safetensors(const std::string& path) {
     out.tensors.emplace(e.name, std::move(t));
   }
   return out;
+}
+
+void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                       const std::map<std::string, std::string>& metadata, std::optional<c10::ScalarType> dtype,
+                       const char* what) {
+  TORCH_CHECK(little_endian(), what, ": the safetensors writer needs a little-endian machine");
+  // The header from the shapes and the target dtype alone: nothing is converted yet.
+  json header = json::object();
+  if (!metadata.empty()) {
+    json meta = json::object();
+    for (const auto& [key, value] : metadata) meta[key] = value;
+    header["__metadata__"] = std::move(meta);
+  }
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    TORCH_CHECK_VALUE(name != "__metadata__", what, ": a tensor cannot be named '__metadata__'");
+    const c10::ScalarType type = dtype ? *dtype : t.scalar_type();
+    const DType* dt = find_dtype(type);
+    TORCH_CHECK_VALUE(dt != nullptr, what, ": tensor '", name, "' has dtype ", type,
+                      ", which safetensors cannot store");
+    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * dt->size;
+    header[name] = {{"dtype", dt->name}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+  }
+  std::string text;
+  try {
+    text = header.dump(-1, ' ', false, json::error_handler_t::strict);
+  } catch (const json::exception& e) {
+    TORCH_CHECK_VALUE(false, what, ": a tensor name or metadata value is not valid UTF-8: ", e.what());
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');  // the data area starts 8-byte aligned
+  unsigned char length[8];
+  for (int k = 0; k < 8; ++k) length[k] = static_cast<unsigned char>((text.size() >> (8 * k)) & 0xff);
+
+  write_file_atomically(path, [&](FileSink& out) {
+    out.write(length, sizeof length);
+    out.write(text.data(), text.size());
+    for (const auto& [name, t] : tensors) {
+      const at::Tensor cpu = t.detach().to(at::kCPU, dtype ? *dtype : t.scalar_type()).contiguous();
+      if (cpu.numel() > 0) out.write(cpu.data_ptr(), cpu.nbytes());
+    }
+  }, what);
 }
 
 }  // namespace lake::detail

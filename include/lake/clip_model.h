@@ -7,6 +7,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -106,5 +107,35 @@ class ClipModel {
 /// from the parameter shapes. Errors name the file and what was expected: missing file,
 /// not an archive, truncated archive, missing or misshapen parameters, ResNet CLIP.
 ClipModel load_clip(const std::string& path, const LoadOptions& options = {});
+
+/// Builds a CLIP ViT from tensors in memory, named in the OpenAI layout ("visual.conv1.weight",
+/// ...; what `parameter_names()` lists), exactly as `load_clip` builds one from a state dict
+/// file: the architecture inferred from the shapes and every shape checked. The tensors are
+/// shared, not copied, where they already have the compute dtype and device. `name` stands for
+/// the file in errors and becomes `path()`. `image_mean` / `image_std`: 3 values each, the
+/// normalisation recorded in the config (empty: OpenAI's).
+ClipModel clip_from_state_dict(std::map<std::string, at::Tensor> tensors, const LoadOptions& options = {},
+                               const std::string& name = "<state dict>", const std::vector<float>& image_mean = {},
+                               const std::vector<float>& image_std = {});
+
+/// How `save_clip` writes a LAKE export.
+struct SaveClipOptions {
+  /// dtype of the stored weights: kFloat (default), kHalf or kBFloat16.
+  c10::ScalarType dtype = c10::kFloat;
+  /// The gzip'd BPE merges file to embed (bpe_simple_vocab_16e6.txt.gz's bytes); empty: the
+  /// model's own (a LAKE export's), else none.
+  std::string vocabulary;
+  /// Free text recorded as the "source" metadata entry.
+  std::string source;
+};
+
+/// Writes `model` as a LAKE export, format version 2: a safetensors file holding every
+/// parameter under its OpenAI name (`parameter_names()`, converted to `options.dtype`) and,
+/// in its metadata, format=lake-clip, format_version=2, the activation, every ClipConfig
+/// hyper-parameter, the normalisation mean/std, the source and the vocabulary (base64 under
+/// "vocabulary_gz_base64"); see docs/archives.md. Written atomically, one tensor converted at
+/// a time. Returns the metadata written, without the vocabulary. `load_clip` reads it back.
+std::map<std::string, std::string> save_clip(const ClipModel& model, const std::string& path,
+                                             const SaveClipOptions& options = {});
 
 }  // namespace lake

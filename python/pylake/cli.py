@@ -5,6 +5,7 @@
     lake eval --model M --dataset mvtec|visa|btad|mpdd|loco|folder --root R --out REPORT [reader options]
     lake inspect F.lake [IMAGE] --model M
     lake doctor [--json] [--device DEV ...] [--no-model]
+    lake export SOURCE|--open-clip NAME --out F [--dtype float32|float16|bfloat16] [--activation A] [--vocab V]
     lake models [--json] [--download NAME ...]
 
 --model takes a file or folder of CLIP weights (every form in docs/archives.md) or a model
@@ -334,6 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     # For testing the doctor itself: perturb one check's kernel outputs so that it must FAIL.
     p.add_argument("--fault", metavar="CHECK", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_doctor)
+
+    from . import export as _export  # noqa: PLC0415
+
+    p = sub.add_parser("export", help="write a CLIP as LAKE's own archive (safetensors: weights, config, vocabulary)",
+                       description="Write a CLIP ViT as one safetensors file (LAKE export, format version 2): the "
+                       "weights under their OpenAI names, and in its metadata the activation, every hyper-parameter, "
+                       "the normalisation and the BPE vocabulary, as the C++ loader inferred them. Written "
+                       "atomically. See docs/archives.md, section 3.")
+    _export.add_arguments(p)
+    p.set_defaults(func=_export.run)
 
     p = sub.add_parser("models", help="list the known model names and which are on this machine; download them",
                        description="List LAKE's model names with where each is on this machine (the OpenAI clip "

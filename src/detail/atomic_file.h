@@ -3,13 +3,34 @@
 // temporary file in the target's folder, are flushed to disk, and the temporary file is
 // renamed over the target. On any failure the temporary file is removed, the target is
 // left as it was, and a c10::Error names the file and the cause.
+//
+//   detail::write_file_atomically(path, bytes.data(), bytes.size(), "NormalityModel.save");
+//   detail::write_file_atomically(path, [&](detail::FileSink& out) {   // streamed, in pieces
+//     for (const auto& piece : pieces) out.write(piece.data(), piece.size());
+//   }, "save_clip");
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 namespace lake::detail {
 
-/// `what` prefixes the error message (e.g. "NormalityModel.save", "write_png").
+/// The temporary file being written; `write` appends (a c10::Error naming the target on failure).
+struct FileSink {
+  int fd = -1;
+  const std::string& path;  ///< the target, for messages
+  const char* what;
+  void write(const void* data, size_t size);
+  [[noreturn]] void fail(int err) const;
+};
+
+/// `produce` writes the file's contents through the sink, in as many pieces as it likes; an
+/// exception it throws (or a failed write) leaves no temporary file and an existing target
+/// unchanged, and propagates. `what` prefixes the error message (e.g. "save_clip").
+void write_file_atomically(const std::string& path, const std::function<void(FileSink&)>& produce,
+                           const char* what);
+
+/// The same for bytes already in memory (e.g. "NormalityModel.save", "write_png").
 void write_file_atomically(const std::string& path, const void* data, size_t size, const char* what);
 
 }  // namespace lake::detail

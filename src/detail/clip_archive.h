@@ -17,10 +17,13 @@ struct RawArchive {
   ArchiveKind kind = ArchiveKind::StateDict;
   /// Every tensor by its OpenAI-layout name, as stored (dtype, CPU).
   std::map<std::string, at::Tensor> tensors;
-  /// LAKE exports: the key=value lines of `lake_config.txt`.
+  /// LAKE exports: the key=value lines of `lake_config.txt` (v1), the safetensors
+  /// `__metadata__` (v2); `lake_config_where` names it in errors.
   std::map<std::string, std::string> lake_config;
+  std::string lake_config_where = "lake_config.txt";
   /// LAKE exports: the bytes of the embedded BPE vocabulary (empty otherwise).
   std::string vocabulary;
+  std::string vocabulary_where = "lake_vocab.txt.gz";
   /// What the archive itself says about the MLP activation, if anything.
   std::optional<Activation> activation_hint;
 };

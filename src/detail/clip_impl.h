@@ -49,6 +49,7 @@ struct ClipModel::Impl {
   std::vector<detail::BlockWeights> text_blocks;
 
   std::shared_ptr<const Tokenizer> tokenizer;
+  std::string vocabulary;  // the gzip'd BPE bytes the tokenizer was made from (re-exported by save_clip)
 
   mutable std::mutex cache_mutex;
   mutable std::map<std::pair<int64_t, int64_t>, at::Tensor> pos_cache;

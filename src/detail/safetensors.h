@@ -11,11 +11,14 @@
 //
 //   auto f = lake::detail::read_safetensors("model.safetensors");  // throws c10::ValueError
 //   at::Tensor w = f.tensors.at("visual.conv1.weight");              // CPU, stored dtype
+//
+//   lake::detail::write_safetensors("out.safetensors", {{"w", w}}, {{"format", "pt"}}, at::kHalf);
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace lake::detail {
@@ -37,5 +40,15 @@ bool looks_like_safetensors(const std::string& path);
 /// Reads and validates `path`. Bad input is a c10::ValueError naming the file (and the
 /// tensor, where one is at fault).
 SafetensorsFile read_safetensors(const std::string& path);
+
+/// Writes `tensors` and `metadata` ("__metadata__", string values) as a safetensors file that
+/// the safetensors library reads: data offsets in name order, no gaps, the JSON header padded
+/// with spaces to a multiple of 8 bytes. The tensors are converted to `dtype` (nullopt: their
+/// own), moved to the CPU and made contiguous one at a time as they are written, so no second
+/// copy of all of them is ever held. Written atomically (detail::write_file_atomically): on any
+/// failure nothing is left behind and an existing file is unchanged. `what` prefixes errors.
+void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                       const std::map<std::string, std::string>& metadata,
+                       std::optional<c10::ScalarType> dtype = std::nullopt, const char* what = "write_safetensors");
 
 }  // namespace lake::detail

@@ -1,0 +1,139 @@
+// LAKE's own CLIP export: lake::save_clip writes format version 2 (safetensors, config and
+// vocabulary in its metadata); the checks shared by the v1 (TorchScript) and v2 readers.
+
+#include "detail/lake_export.h"
+
+#include <ATen/ATen.h>
+
+#include <charconv>
+
+#include "detail/base64.h"
+#include "detail/clip_impl.h"
+
+namespace lake {
+namespace detail {
+namespace {
+
+// The shortest text that reads back as the same float32 ("0.48145466").
+std::string lake_export_float(float v) {
+  char buf[32];
+  auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, res.ptr);
+}
+
+std::string lake_export_triple(const float* v) {
+  return lake_export_float(v[0]) + "," + lake_export_float(v[1]) + "," + lake_export_float(v[2]);
+}
+
+}  // namespace
+
+bool is_lake_export(const std::map<std::string, std::string>& metadata) {
+  auto it = metadata.find("format");
+  return it != metadata.end() && it->second == kLakeExportFormat;
+}
+
+void check_lake_export_config(RawArchive& raw, const std::string& path, int container_version) {
+  const auto& cfg = raw.lake_config;
+  const std::string& where = raw.lake_config_where;
+  auto fmt = cfg.find("format");
+  TORCH_CHECK_VALUE(fmt != cfg.end() && fmt->second == kLakeExportFormat, "CLIP archive '", path, "': ", where,
+                    " does not say format=", kLakeExportFormat);
+  auto ver = cfg.find("format_version");
+  TORCH_CHECK_VALUE(ver != cfg.end(), "CLIP archive '", path, "': ", where, " has no format_version");
+  const std::string& v = ver->second;
+  TORCH_CHECK_VALUE(v == std::to_string(kLakeExportTorchScriptVersion) || v == std::to_string(kLakeExportVersion),
+                    "CLIP archive '", path, "' is a LAKE export of format version ", v,
+                    "; this build of LAKE reads versions ", kLakeExportTorchScriptVersion, " and ", kLakeExportVersion,
+                    " (upgrade LAKE)");
+  TORCH_CHECK_VALUE(v == std::to_string(container_version), "CLIP archive '", path, "': ", where,
+                    " says format_version=", v, ", but LAKE exports of version ", kLakeExportTorchScriptVersion,
+                    " are TorchScript archives and those of version ", kLakeExportVersion,
+                    " safetensors files (this one is ", container_version == kLakeExportVersion ? "a safetensors file" : "a TorchScript archive", ")");
+  raw.kind = ArchiveKind::LakeExport;
+  auto act = cfg.find("activation");
+  if (act != cfg.end()) {
+    try {
+      raw.activation_hint = parse_activation(act->second);
+    } catch (const c10::ValueError&) {
+      TORCH_CHECK_VALUE(false, "CLIP archive '", path, "': ", where, " has activation=", act->second,
+                        ", expected quick_gelu or gelu");
+    }
+  }
+}
+
+RawArchive read_lake_safetensors(const std::string& path, SafetensorsFile file) {
+  RawArchive out;
+  out.tensors = std::move(file.tensors);
+  out.lake_config = std::move(file.metadata);
+  out.lake_config_where = "__metadata__";
+  auto vocab = out.lake_config.find(kLakeVocabularyKey);
+  if (vocab != out.lake_config.end()) {
+    TORCH_CHECK_VALUE(base64_decode(vocab->second, out.vocabulary), "CLIP archive '", path, "': __metadata__ key '",
+                      kLakeVocabularyKey, "' is not valid base64 (", vocab->second.size(), " characters)");
+    out.vocabulary_where = std::string("__metadata__ key '") + kLakeVocabularyKey + "'";
+    out.lake_config.erase(vocab);
+  }
+  check_lake_export_config(out, path, kLakeExportVersion);
+  TORCH_CHECK_VALUE(!out.tensors.empty(), "CLIP archive '", path, "' is a LAKE export without any tensors");
+  return out;
+}
+
+}  // namespace detail
+
+ClipModel clip_from_state_dict(std::map<std::string, at::Tensor> tensors, const LoadOptions& options,
+                               const std::string& name, const std::vector<float>& image_mean,
+                               const std::vector<float>& image_std) {
+  detail::RawArchive raw;
+  raw.kind = ArchiveKind::StateDict;
+  raw.tensors = std::move(tensors);
+  raw.lake_config_where = "clip_from_state_dict";
+  for (auto [key, v] : {std::pair<const char*, const std::vector<float>*>{"mean", &image_mean}, {"std", &image_std}}) {
+    if (v->empty()) continue;
+    TORCH_CHECK_VALUE(v->size() == 3, "clip_from_state_dict: image_", key, " must hold 3 values, got ", v->size());
+    raw.lake_config[key] = detail::lake_export_triple(v->data());  // read back by build_clip
+  }
+  return detail::build_clip(std::move(raw), name, options);
+}
+
+std::map<std::string, std::string> save_clip(const ClipModel& model, const std::string& path,
+                                             const SaveClipOptions& options) {
+  TORCH_CHECK_VALUE(!path.empty(), "save_clip: the output path is empty");
+  TORCH_CHECK_VALUE(options.dtype == c10::kFloat || options.dtype == c10::kHalf || options.dtype == c10::kBFloat16,
+                    "save_clip: dtype must be float32, float16 or bfloat16, got ", options.dtype);
+  const ClipConfig& c = model.config();
+  std::map<std::string, std::string> meta{
+      {"format", detail::kLakeExportFormat},
+      {"format_version", std::to_string(detail::kLakeExportVersion)},
+      {"activation", to_string(c.activation)},
+      {"image_size", std::to_string(c.image_size)},
+      {"patch_size", std::to_string(c.patch_size)},
+      {"vision_width", std::to_string(c.vision_width)},
+      {"vision_layers", std::to_string(c.vision_layers)},
+      {"vision_heads", std::to_string(c.vision_heads)},
+      {"embed_dim", std::to_string(c.embed_dim)},
+      {"context_length", std::to_string(c.context_length)},
+      {"vocab_size", std::to_string(c.vocab_size)},
+      {"text_width", std::to_string(c.text_width)},
+      {"text_layers", std::to_string(c.text_layers)},
+      {"text_heads", std::to_string(c.text_heads)},
+      {"mean", detail::lake_export_triple(c.image_mean)},
+      {"std", detail::lake_export_triple(c.image_std)},
+      {"source", options.source},
+  };
+  const std::string& vocabulary = options.vocabulary.empty() ? model.impl().vocabulary : options.vocabulary;
+  std::map<std::string, std::string> written = meta;
+  if (!vocabulary.empty()) {
+    try {  // a file whose vocabulary loads, or no file
+      (void)Tokenizer::from_bytes(vocabulary, "save_clip: the vocabulary");
+    } catch (const c10::Error& e) {
+      TORCH_CHECK_VALUE(false, "save_clip: the vocabulary is not a CLIP BPE merges file: ", e.what_without_backtrace());
+    }
+    written[detail::kLakeVocabularyKey] = detail::base64_encode(vocabulary);
+  }
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& name : model.parameter_names()) tensors.emplace(name, model.parameter(name));
+  detail::write_safetensors(path, tensors, written, options.dtype, "save_clip");
+  return meta;
+}
+
+}  // namespace lake
