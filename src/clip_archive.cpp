@@ -168,14 +168,35 @@ std::map<std::string, at::Tensor> read_tensor_file(const std::string& path) {
 RawArchive read_archive(const std::string& path) {
   TORCH_CHECK_VALUE(!path.empty(), "CLIP archive path is empty");
   const bool index = path.size() > 11 && path.compare(path.size() - 11, 11, ".index.json") == 0;
-  if (std::filesystem::is_directory(path) || index) return read_transformers(path);
+  if (std::filesystem::is_directory(path)) {
+    // transformers (config.json) or OpenCLIP hub (open_clip_config.json); a folder with both
+    // forms complete (laion's hub repos) reads as transformers, as it always has.
+    const std::filesystem::path dir(path);
+    bool transformers_weights = false;
+    for (const char* n : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                          "pytorch_model.bin.index.json"})
+      transformers_weights = transformers_weights || std::filesystem::is_regular_file(dir / n);
+    const bool transformers = std::filesystem::is_regular_file(dir / "config.json");
+    if (has_open_clip_config(path) && !(transformers && transformers_weights)) return read_open_clip_hub(path);
+    TORCH_CHECK_VALUE(transformers, "CLIP archive '", path,
+                      "' is a folder without config.json or open_clip_config.json: expected a transformers CLIP "
+                      "checkpoint (config.json + model.safetensors or pytorch_model.bin), an OpenCLIP hub folder "
+                      "(open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin), or "
+                      "pass a weights file");
+    return read_transformers(path);
+  }
+  if (index) return read_transformers(path);
   TORCH_CHECK_VALUE(file_exists(path), "CLIP archive '", path, "' does not exist or is not readable");
+  // A weights file in the OpenAI naming beside an open_clip_config.json is that hub folder's.
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  const bool open_clip_folder = has_open_clip_config(parent.empty() ? "." : parent.string());
   if (looks_like_safetensors(path)) {
     SafetensorsFile file = read_safetensors(path);
     if (is_lake_export(file.metadata)) return read_lake_safetensors(path, std::move(file));  // LAKE export v2
     RawArchive out;
     out.tensors = safetensors_tensors(path, std::move(file));
     if (has_transformers_names(out.tensors)) return read_transformers(path);
+    if (open_clip_folder) return read_open_clip_hub(path, std::move(out.tensors));
     out.kind = ArchiveKind::Safetensors;
     return out;
   }
@@ -197,6 +218,7 @@ RawArchive read_archive(const std::string& path) {
     zip.reset();
     out.tensors = state_dict_tensors(path);
     if (has_transformers_names(out.tensors)) return read_transformers(path);  // pytorch_model.bin
+    if (open_clip_folder) return read_open_clip_hub(path, std::move(out.tensors));
     out.kind = ArchiveKind::StateDict;
   } else {
     TORCH_CHECK_VALUE(false, "CLIP archive '", path,

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "detail/clip_archive.h"
+#include "detail/json_file.h"
 
 namespace lake::detail {
 namespace {
@@ -21,20 +22,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr double kSupportedLayerNormEps = 1e-5;  // clip_model.cpp's layer norms
-
-json read_json(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  TORCH_CHECK_VALUE(in.good(), "'", file.string(), "' could not be opened for reading");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    json j = json::parse(ss.str());
-    TORCH_CHECK_VALUE(j.is_object(), "'", file.string(), "' is not a JSON object");
-    return j;
-  } catch (const json::exception& e) {
-    TORCH_CHECK_VALUE(false, "'", file.string(), "' is not valid JSON: ", e.what());
-  }
-}
 
 // One tower's settings from config.json, with transformers' CLIP defaults for absent keys.
 struct Tower {
@@ -77,7 +64,7 @@ std::string shard_file(const fs::path& index, const json& v) {
 
 // The weights of a sharded checkpoint: every shard read once, every name where the index says.
 std::map<std::string, at::Tensor> read_sharded(const fs::path& index) {
-  const json j = read_json(index);
+  const json j = read_json_object(index);
   auto wm = j.find("weight_map");
   TORCH_CHECK_VALUE(wm != j.end() && wm->is_object() && !wm->empty(), "'", index.string(),
                     "' has no \"weight_map\" object naming the shard of each tensor");
@@ -243,7 +230,7 @@ RawArchive read_transformers(const std::string& path) {
                       "config.json beside it ('", cfg_file.string(), "')");
   }
   const std::string cfg = cfg_file.string();
-  const json j = read_json(cfg_file);
+  const json j = read_json_object(cfg_file);
   const std::string model_type = j.contains("model_type") && j["model_type"].is_string()
                                      ? j["model_type"].get<std::string>() : "(none)";
   std::optional<Tower> vision, text;
@@ -280,7 +267,7 @@ RawArchive read_transformers(const std::string& path) {
     // A shard given alone: read the whole checkpoint its index describes.
     for (const char* n : {"model.safetensors.index.json", "pytorch_model.bin.index.json"}) {
       if (!fs::is_regular_file(folder / n)) continue;
-      const json ij = read_json(folder / n);
+      const json ij = read_json_object(folder / n);
       auto wm = ij.find("weight_map");
       if (wm == ij.end() || !wm->is_object()) continue;
       for (auto it = wm->begin(); it != wm->end(); ++it)

@@ -103,8 +103,10 @@ class ClipModel {
 
 /// Loads a CLIP ViT from `path`: an OpenAI TorchScript archive, a `torch.save(state_dict)`
 /// or `.safetensors` file in the OpenAI / OpenCLIP naming, a transformers CLIP checkpoint
-/// (its folder or a weights file beside its config.json), or a LAKE export. Hyper-parameters are inferred
-/// from the parameter shapes. Errors name the file and what was expected: missing file,
+/// (its folder or a weights file beside its config.json), an OpenCLIP hub folder
+/// (open_clip_config.json + open_clip_model.safetensors / open_clip_pytorch_model.bin, or
+/// one of those files; heads, activation and mean/std from the config), or a LAKE export.
+/// Hyper-parameters are inferred from the parameter shapes. Errors name the file and what was expected: missing file,
 /// not an archive, truncated archive, missing or misshapen parameters, ResNet CLIP.
 ClipModel load_clip(const std::string& path, const LoadOptions& options = {});
 

@@ -61,12 +61,16 @@ def load_clip(
     OpenCLIP training checkpoint with a ``"state_dict"`` entry), the same as a
     ``.safetensors`` file, a transformers CLIP checkpoint (a folder with ``config.json``
     and ``model.safetensors`` / its sharded index / ``pytorch_model.bin``, or one of its
-    weight files; ``CLIPModel`` or ``CLIPVisionModelWithProjection``), and LAKE's own
-    export (``python -m pylake.export``). Every hyper-parameter is inferred from the
-    parameter shapes (and cross-checked with ``config.json``); see docs/archives.md.
+    weight files; ``CLIPModel`` or ``CLIPVisionModelWithProjection``), an OpenCLIP hub
+    folder as ``open_clip.push_to_hf_hub`` writes it (``open_clip_config.json`` with
+    ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``, or one of those
+    files; heads, activation and mean/std from the config), and LAKE's own export
+    (``python -m pylake.export``). Every hyper-parameter is inferred from the parameter
+    shapes (and cross-checked with ``config.json`` / ``open_clip_config.json``); see
+    docs/archives.md.
 
     Args:
-        path: the archive file or a transformers checkpoint folder.
+        path: the archive file, a transformers checkpoint folder or an OpenCLIP hub folder.
         device: where the weights live and the forward runs (``"cpu"``, ``"cuda:0"``).
         activation: ``"quick_gelu"`` or ``"gelu"`` to override what the archive says
             (or, for a bare state dict, the OpenAI default ``quick_gelu``).

@@ -49,6 +49,18 @@ bool has_transformers_names(const std::map<std::string, at::Tensor>& tensors);
 /// cross-checked. Errors (ValueError) name the file.
 RawArchive read_transformers(const std::string& path);
 
+/// An OpenCLIP hub folder (src/open_clip_hub.cpp), as open_clip.push_to_hf_hub writes it:
+/// `path` is the folder (open_clip_config.json with open_clip_model.safetensors, else
+/// open_clip_pytorch_model.bin) or a weights file beside open_clip_config.json. Every
+/// model_cfg option is checked against what LAKE computes (others rejected by name) and
+/// cross-checked with the weights' shapes; heads, activation and mean/std come from the
+/// config. Errors (ValueError) name the file and the key.
+RawArchive read_open_clip_hub(const std::string& path);
+/// The same for the weights file `weights` whose tensors were already read.
+RawArchive read_open_clip_hub(const std::string& weights, std::map<std::string, at::Tensor> tensors);
+/// True when `folder` holds an open_clip_config.json.
+bool has_open_clip_config(const std::string& folder);
+
 /// Parses "key=value" lines (blank lines and lines starting with '#' ignored).
 std::map<std::string, std::string> parse_key_values(const std::string& text, const std::string& source);
 
