@@ -65,7 +65,8 @@ def load_clip(
     folder as ``open_clip.push_to_hf_hub`` writes it (``open_clip_config.json`` with
     ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``, or one of those
     files; heads, activation and mean/std from the config), and LAKE's own export
-    (``python -m pylake.export``). Every hyper-parameter is inferred from the parameter
+    (``lake export`` / ``pylake.export.export_clip``: safetensors, format version 2;
+    the TorchScript version 1 too). Every hyper-parameter is inferred from the parameter
     shapes (and cross-checked with ``config.json`` / ``open_clip_config.json``); see
     docs/archives.md.
 
