@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+
+#include <unistd.h>
 
 #include "fixtures.h"
 
@@ -30,9 +33,12 @@ struct ScopedEnv {
   }
 };
 
+// A new folder per call (never fs::remove_all: libtorch.so exports its own, which crashes;
+// see test_image_io.cpp). Under the temporary directory, named by process and call.
 fs::path fresh_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / "lake_test_models" / name;
-  fs::remove_all(d);
+  static int calls = 0;
+  fs::path d = fs::temp_directory_path() /
+               ("lake_test_models_" + std::to_string(::getpid()) + "_" + std::to_string(calls++)) / name;
   fs::create_directories(d);
   return d;
 }
