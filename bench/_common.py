@@ -97,7 +97,7 @@ def export_random_clip(spec: str, folder: Path, seed: int = 0, keep_reference: b
     t0 = time.perf_counter()
     ref = clip_factory.make_clip(spec, seed=seed)
     t_make = time.perf_counter() - t0
-    path = Path(folder) / f"{spec}.lake.pt"
+    path = Path(folder) / f"{spec}.lake.safetensors"
     t0 = time.perf_counter()
     pylake.export.export_clip(ref, path, source=f"clip_factory {spec} seed {seed} (bench)")
     t_export = time.perf_counter() - t0

@@ -25,7 +25,7 @@ import pylake  # noqa: E402
 
 def generated_model(workdir: Path) -> Path:
     """A random-weight CLIP ViT-B/16 in the OpenAI layout, written as a LAKE export."""
-    path = workdir / "random_vit_b16.lake.pt"
+    path = workdir / "random_vit_b16.lake.safetensors"
     if not path.exists():
         sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
         import clip_factory  # the project's generator of random-weight OpenAI-layout CLIPs

@@ -38,7 +38,7 @@ from pylake.metrics import image_auroc  # noqa: E402
 
 def generated_model(out: Path) -> Path:
     """A random-weight /14 CLIP (tests/fixtures/clip_factory.py's "tiny14"), as a LAKE export."""
-    path = out / "random_tiny14.lake.pt"
+    path = out / "random_tiny14.lake.safetensors"
     if not path.exists():
         sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
         import clip_factory  # noqa: PLC0415  (the project's generator of random-weight CLIPs)

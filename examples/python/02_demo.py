@@ -40,7 +40,7 @@ def main() -> int:
     model_path = os.environ.get("LAKE_MODEL")
     random_weights = not model_path
     if random_weights:
-        model_path = str(work / "random_vit_b16.lake.pt")
+        model_path = str(work / "random_vit_b16.lake.safetensors")
         if not Path(model_path).exists():
             sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
             import clip_factory  # noqa: PLC0415  (random-weight OpenAI-layout CLIPs)
