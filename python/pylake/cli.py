@@ -111,10 +111,16 @@ def cmd_predict(args) -> int:
     from .evaluate import Progress, write_heatmap  # noqa: PLC0415
 
     log = _Log(args.quiet)
+    if args.html:
+        from . import report  # noqa: PLC0415
+
+        if not report.available():
+            raise ValueError("--html: " + report.NEEDS_MATPLOTLIB)
     clip = pylake.load_clip(args.model)
     model = pylake.NormalityModel.load(args.model_file, clip)
     images = image_paths(args.images, recursive=True)
     keys = _outputs.output_keys(images)  # before anything is written: a duplicate input is an error
+    small_maps = []
     out = Path(args.out)
     marker = _outputs.RunMarker(out, "lake predict " + " ".join(map(str, sys.argv[1:])))
     if model.image_threshold is None:
@@ -133,13 +139,21 @@ def cmd_predict(args) -> int:
         label = None if pred.pred_label is None else int(pred.pred_label[0])
         rows.append({"path": str(path), "key": key, "category": model.class_name, "defect": None, "label": None,
                      "score": float(pred.pred_score[0]), "pred_label": label})
+        if args.html:
+            small_maps.append(report.downscale_map(amap))
         bar.step()
     _outputs.write_table(rows, out / "predictions", PREDICT_FIELDS)
+    if args.html:
+        report.write_predict_report(out, rows, small_maps, {
+            "class_name": model.class_name, "model": args.model, "model_file": str(args.model_file),
+            "backbone": f"{clip!r}, fingerprint {clip.fingerprint()}", "random_weights": bool(args.random_weights)},
+            model.image_threshold)
     marker.done()
     for r in rows:
         word = "-" if r["pred_label"] is None else ("anomalous" if r["pred_label"] else "normal")
         log.out(f"{r['path']}\t{r['score']!r}\t{word}")
-    log(f"outputs: {out / 'predictions.csv'}, {out / 'predictions.json'}, {out / 'maps'}, {out / 'overlays'}")
+    log(f"outputs: {out / 'predictions.csv'}, {out / 'predictions.json'}, {out / 'maps'}, {out / 'overlays'}"
+        + (f", {out / 'report.html'}" if args.html else ""))
     return EXIT_OK
 
 
@@ -173,7 +187,11 @@ def cmd_eval(args) -> int:
     from . import datasets, evaluate  # noqa: PLC0415
     from .paper import paper_table  # noqa: PLC0415
 
+    from . import report  # noqa: PLC0415
+
     log = _Log(args.quiet)
+    if not report.available():
+        log(f"note: {report.NEEDS_MATPLOTLIB} (the tables are written without it)")
     cats = datasets.open_dataset(args.dataset, args.root, categories=args.categories, **_dataset_kwargs(args))
     clip = pylake.load_clip(args.model)
     meta = {"model": args.model, "dataset": args.dataset, "root": args.root, "shots": args.shots, "seeds": args.seeds,
@@ -184,7 +202,8 @@ def cmd_eval(args) -> int:
     summary = json.loads(files["json"].read_text())["summary"]
     table = paper_table(args.dataset, summary, [c.name for c in cats])
     log.out(table if table else evaluate.markdown_table(summary))
-    log(f"report: {files['md']} {files['csv']} {files['json']}; per image: {files['images_csv']}")
+    log(f"report: {files['md']} {files['csv']} {files['json']}" + (f" {files['html']}" if "html" in files else "")
+        + f"; per image: {files['images_csv']}")
     return EXIT_OK
 
 
@@ -279,14 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--map-format", default="npy", choices=["npy", "png16"],
                    help="raw map as .npy (float32) or 16-bit PNG (map clamped to [0, 1] x 65535)")
+    p.add_argument("--html", action="store_true", help="also write OUT/report.html (every image with its score, "
+                   "label and overlay on one colour scale, sorted by score; needs matplotlib: pylake[report])")
+    p.add_argument("--random-weights", action="store_true", help="--html: say on the page that the backbone is random")
     p.add_argument("--quiet", action="store_true", help="print errors only")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("eval", help="evaluate on a data set: per-category and mean metrics, paper table",
                        description="Evaluate on a data set. Writes OUT/report.json (strict JSON, null for undefined "
                        "metrics), report.csv, report.md, images.csv / images.json (one row per test image and run), "
-                       "heatmaps and, with --save-maps, every raw map. OUT holds an INCOMPLETE marker until the "
-                       "run has finished.")
+                       "heatmaps, report.html (plots and a heatmap gallery per category, when matplotlib is installed: "
+                       "pylake[report]) and, with --save-maps, every raw map. OUT holds an INCOMPLETE marker until "
+                       "the run has finished.")
     _model_arg(p)
     p.add_argument("--dataset", required=True, choices=["mvtec", "visa", "btad", "mpdd", "loco", "folder"])
     p.add_argument("--root", required=True, help="data set root (for folder: the normal training images' folder)")

@@ -20,6 +20,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from . import _C, _outputs, datasets, metrics
+from . import report as _report
 from ._clip import ClipModel
 from ._normality import NormalityModel
 
@@ -27,26 +28,42 @@ METRIC_KEYS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_
 
 
 class Progress:
-    """A one-line progress bar with an ETA on stderr (silent when ``enabled`` is False)."""
+    """A progress bar on stderr: tqdm's when it is installed (``pip install 'pylake[report]'``),
+    else a plain line at every tenth of the way; nothing when ``enabled`` is False. Used by
+    `lake eval` and `lake predict` (the library is silent unless asked: ``progress=True``)."""
 
     def __init__(self, total: int, label: str, enabled: bool = True, stream=None) -> None:
         self.total, self.label, self.enabled = max(total, 1), label, enabled
         self.stream = stream or sys.stderr
-        self.start, self.done = time.perf_counter(), 0
+        self.start, self.done, self._bar, self._shown = time.perf_counter(), 0, None, 0
+        if enabled:
+            try:
+                from tqdm import tqdm  # noqa: PLC0415
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=self.total, desc=label, file=self.stream, unit="img", dynamic_ncols=True,
+                                 leave=True)
 
     def step(self, n: int = 1) -> None:
         self.done += n
         if not self.enabled:
             return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        width = 24
-        filled = int(width * self.done / self.total)
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                          f"{elapsed:5.1f}s elapsed, ETA {eta:5.1f}s")
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
+        if self._bar is not None:
+            self._bar.update(n)
+            if self.done >= self.total:
+                self._bar.close()
+            return
+        tenth = 10 * self.done // self.total
+        if tenth > self._shown:
+            self._shown = tenth
+            elapsed = time.perf_counter() - self.start
+            self.stream.write(f"{self.label}: {self.done}/{self.total} ({elapsed:.1f} s)\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 @dataclass
@@ -62,6 +79,7 @@ class RunResult:
     n_test: int
     heatmaps: List[str] = field(default_factory=list)
     images: List[dict] = field(default_factory=list)
+    report: Optional[_report.RunData] = None  # with keep_maps: what report.write_run draws
 
     def row(self) -> dict:
         return {"category": self.category, "shots": self.shots, "seed": self.seed, **self.metrics,
@@ -86,7 +104,7 @@ def one_class_problem(category: datasets.Category) -> Optional[Tuple[str, Tuple[
 
 def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, seed: int,
                       options: Optional[dict] = None, out: Optional[Path] = None, n_heatmaps: int = 0,
-                      progress: bool = False, save_maps: bool = False) -> RunResult:
+                      progress: bool = False, save_maps: bool = False, keep_maps: bool = False) -> RunResult:
     """Fit on ``shots`` normal images of ``category`` (drawn with ``seed``), calibrate on
     them (leave-one-out, when ``shots >= 2``), score its test split, and compute the
     metrics (pixel metrics only when the set has masks; ``None`` where undefined).
@@ -95,6 +113,9 @@ def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, 
     resolution, the masks read at the same size). Under ``out``: up to ``n_heatmaps``
     heatmaps of anomalous images and, with ``save_maps``, every raw map (``.npy``), named
     ``<category>/<shots>shot_seed<seed>/<path relative to the test images' common folder>``.
+    The heatmaps share the category's colour scale (:func:`pylake.report.colour_scale` of the
+    normal test maps). With ``keep_maps`` the result carries every map downscaled
+    (:class:`pylake.report.RunData`, for :func:`pylake.report.write_run`).
     """
     t0 = time.perf_counter()
     opts = dict(options or {})
@@ -109,6 +130,10 @@ def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, 
     keys = _outputs.output_keys([s.path for s in category.test])
     run_dir = f"{category.name}/{shots}shot_seed{seed}"
     heatmaps: List[str] = []
+    pending = []  # (path, image, full map, mask) of the heatmaps, drawn once the scale is known
+    small_maps: List[torch.Tensor] = []
+    small_masks: List[Optional[torch.Tensor]] = []
+    keep = keep_maps or (out is not None and n_heatmaps > 0)
     rows: List[dict] = []
     bar = Progress(len(category.test), f"{category.name} {shots}-shot seed {seed}", progress)
     for sample, key in zip(category.test, keys):
@@ -122,9 +147,12 @@ def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, 
                 pixel.update(pred.anomaly_map, mask.unsqueeze(0))
         if out is not None and save_maps:
             _outputs.save_npy(out / "maps" / run_dir / f"{key}.npy", amap)
-        if out is not None and len(heatmaps) < n_heatmaps and sample.label == 1:
-            heatmaps.append(str(write_heatmap(out / "heatmaps" / run_dir / f"{key}.png", sample.path, amap,
-                                              mask=mask)))
+        if out is not None and len(pending) < n_heatmaps and sample.label == 1:
+            pending.append((out / "heatmaps" / run_dir / f"{key}.png", sample.path, amap, mask))
+        if keep:
+            small = _report.downscale_map(amap)
+            small_maps.append(small)
+            small_masks.append(None if mask is None else _report.downscale_mask(mask, tuple(small.shape)))
         rows.append({"path": str(sample.path), "key": key, "category": category.name, "defect": sample.defect,
                      "label": sample.label, "score": float(pred.pred_score[0]),
                      "pred_label": None if pred.pred_label is None else int(pred.pred_label[0]),
@@ -140,7 +168,14 @@ def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, 
     for k in problem[1] if problem else ():
         result[k] = None
     result = {k: _outputs.finite_or_none(v) for k, v in result.items()}
-    return RunResult(category.name, shots, seed, result, time.perf_counter() - t0, len(category.test), heatmaps, rows)
+    data = None
+    if keep:
+        data = _report.run_scale(_report.RunData(category.name, shots, seed, rows, small_maps, small_masks, result,
+                                                 model.image_threshold, model.pixel_threshold))
+    for path, image, amap, mask in pending:
+        heatmaps.append(str(write_heatmap(path, image, amap, *data.scale, mask=mask)))
+    return RunResult(category.name, shots, seed, result, time.perf_counter() - t0, len(category.test), heatmaps, rows,
+                     data if keep_maps else None)
 
 
 def write_heatmap(path: Path, image: Path, amap: torch.Tensor, lo: Optional[float] = None,
@@ -224,9 +259,11 @@ def write_report(out: Path, results: Sequence[RunResult], meta: dict, warnings: 
 def run(clip: ClipModel, categories: Sequence[datasets.Category], shots: Sequence[int], seeds: Sequence[int],
         out: Path, options: Optional[dict] = None, meta: Optional[dict] = None, n_heatmaps: int = 3,
         progress: bool = True, log: Callable[[str], None] = lambda s: None, allow_one_class: bool = False,
-        save_maps: bool = False) -> Dict[str, Path]:
+        save_maps: bool = False, html: Optional[bool] = None) -> Dict[str, Path]:
     """Every category x shots x seed; writes the report, the per-image table, heatmaps and
-    (``save_maps``) raw maps into ``out``.
+    (``save_maps``) raw maps into ``out``, and with ``html`` report.html (:mod:`pylake.report`:
+    curves, score histograms and a heatmap gallery per category and shot count, at the first
+    seed; ``None``: when matplotlib is installed; True without it: ImportError).
 
     A category whose test split lacks normal or anomalous images is a ValueError before
     anything runs, unless ``allow_one_class``: its undefined metrics are then ``null`` and
@@ -244,16 +281,27 @@ def run(clip: ClipModel, categories: Sequence[datasets.Category], shots: Sequenc
                              "to report those metrics as null")
         warnings.append(problem[0] + ": reported as null")
         log("warning: " + warnings[-1])
-    marker = _outputs.RunMarker(out, f"lake eval ({meta.get('dataset') if meta else 'evaluate.run'})")
-    results = []
+    html = _report.available() if html is None else html
+    if html:
+        _report.require()
+    meta = dict(meta or {})
+    meta.setdefault("backbone", f"{clip!r}, fingerprint {clip.fingerprint()}")
+    marker = _outputs.RunMarker(out, f"lake eval ({meta.get('dataset') or 'evaluate.run'})")
+    results, sections = [], []
     for cat in categories:
         for k in shots:
             for i, seed in enumerate(seeds):
                 r = evaluate_category(clip, cat, k, seed, options, out, n_heatmaps if i == 0 else 0, progress,
-                                      save_maps)
+                                      save_maps, keep_maps=html and i == 0)
                 log(f"{cat.name} {k}-shot seed {seed}: " + ", ".join(
                     f"{key} {100 * v:.1f}" for key, v in r.metrics.items() if v is not None))
+                if r.report is not None:  # drawn now, so that the maps of one run at a time are held
+                    sections.append(_report.write_run(out, r.report))
+                    r.report = None
                 results.append(r)
-    files = write_report(out, results, meta or {}, warnings)
+    files = write_report(out, results, meta, warnings)
+    if html:
+        files["html"] = _report.write_eval_report(out, sections, summarise(results), meta, warnings,
+                                                  [c.name for c in categories])
     marker.done()
     return files

@@ -50,6 +50,10 @@ __all__ = [
     "f1_max",
     "image_ap",
     "image_auroc",
+    "pr_curve",
+    "pro_curve",
+    "roc_curve",
+    "thin_curve",
 ]
 
 
@@ -103,6 +107,134 @@ def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
     """Exact AUPRO (sorts every pixel: for small data; stream large data with PixelMetrics).
     maps: (B, H, W) floats; masks: (B, H, W), nonzero = anomalous."""
     return _C.metrics_aupro(_scores(_maps(maps, "maps"), "maps"), _maps(masks, "masks"), fpr_limit)
+
+
+# ----------------------------------------------------------------------------- curve points
+# The curves behind the metrics above, with the same conventions (thresholds at the distinct
+# scores, ">= threshold" is anomalous, ties move together), in float64: the trapezoid area of
+# roc_curve is image_auroc, sum((r[i] - r[i-1]) * p[i]) over pr_curve is image_ap, and the
+# trapezoid area of pro_curve (which ends at fpr_limit, interpolated there) divided by
+# fpr_limit is aupro (tested in tests/python/test_report.py against those functions and
+# scikit-learn). For plots of millions of pixels, thin_curve keeps a subset of the points.
+
+
+def _ranked(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scores sorted high to low, labels in that order (bool), the index of the last
+    element of each run of equal scores (the thresholds), and the sorting permutation."""
+    s = _scores(_vector(scores, "scores"), "scores").reshape(-1).double().numpy()
+    y = (_vector(labels, "labels").reshape(-1) != 0).numpy()
+    if s.shape != y.shape:
+        raise ValueError(f"expected one label per score, got {s.size} scores and {y.size} labels")
+    if not np.isfinite(s).all():
+        raise ValueError(f"scores: expected finite values, got {int((~np.isfinite(s)).sum())} NaN or infinite")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.flatnonzero(np.diff(s) != 0)
+    return s, y, (np.append(last, s.size - 1) if s.size else last), order
+
+
+def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC points (fpr, tpr, thresholds), float64, from (0, 0) at threshold +inf to (1, 1):
+    ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``. ``np.trapezoid(tpr, fpr)``
+    is :func:`image_auroc`. Needs both classes (else a ValueError naming the missing one)."""
+    s, y, last, _ = _ranked(scores, labels)
+    pos = int(y.sum())
+    neg = y.size - pos
+    if not pos or not neg:
+        raise ValueError(f"roc_curve: expected anomalous and normal samples, got {pos} anomalous and {neg} normal")
+    tps = np.cumsum(y)[last]
+    fps = last + 1 - tps
+    return (np.concatenate([[0.0], fps / neg]), np.concatenate([[0.0], tps / pos]),
+            np.concatenate([[np.inf], s[last]]))
+
+
+def pr_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision-recall points (precision, recall, thresholds), float64, recall rising from
+    (recall 0, precision 1) at threshold +inf to 1 (the points of
+    ``sklearn.metrics.precision_recall_curve``, in reverse order and down to the lowest
+    score). ``np.sum(np.diff(recall) * precision[1:])`` is :func:`image_ap`. Needs
+    anomalous samples."""
+    s, y, last, _ = _ranked(scores, labels)
+    pos = int(y.sum())
+    if not pos:
+        raise ValueError(f"pr_curve: expected anomalous samples, got none among {y.size}")
+    tps = np.cumsum(y)[last]
+    precision = tps / (last + 1)
+    return (np.concatenate([[1.0], precision]), np.concatenate([[0.0], tps / pos]),
+            np.concatenate([[np.inf], s[last]]))
+
+
+def pro_curve(maps, masks, fpr_limit: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """The per-region overlap curve of :func:`aupro` (fpr, pro), float64, from (0, 0) up to
+    ``fpr_limit`` (the last point linearly interpolated there). maps: (B, H, W) floats, or a
+    list of (H_i, W_i) maps of different sizes; masks: the same shapes, nonzero = anomalous;
+    regions are each mask's 8-connected components. ``np.trapezoid(pro, fpr) / fpr_limit``
+    is :func:`aupro`. Needs a region and a normal pixel."""
+    if isinstance(maps, (list, tuple)) != isinstance(masks, (list, tuple)):
+        raise ValueError("pro_curve: pass maps and masks both as (B, H, W) arrays or both as lists of (H, W) maps")
+    if isinstance(maps, (list, tuple)):
+        if len(maps) != len(masks):
+            raise ValueError(f"pro_curve: expected one mask per map, got {len(maps)} maps and {len(masks)} masks")
+        ms = [_scores(_as_tensor(x, "maps"), "maps") for x in maps]
+        ks = [_as_tensor(x, "masks") for x in masks]
+    else:
+        m, k = _scores(_maps(maps, "maps"), "maps"), _maps(masks, "masks")
+        ms, ks = list(m), list(k)
+    for i, (m, k) in enumerate(zip(ms, ks)):
+        if m.dim() != 2 or m.shape != k.shape:
+            raise ValueError(f"pro_curve: map {i}: expected an (H, W) map and a mask of its shape, got "
+                             f"{tuple(m.shape)} and {tuple(k.shape)}")
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"pro_curve: expected 0 < fpr_limit <= 1, got {fpr_limit}")
+    comps = [connected_components(k != 0).reshape(-1).numpy() for k in ks]
+    sizes = [np.bincount(cc)[1:] for cc in comps]
+    n_regions = sum(len(z) for z in sizes)
+    normal = np.concatenate([(k == 0).reshape(-1).numpy() for k in ks]) if ks else np.zeros(0, dtype=bool)
+    if not n_regions or not normal.any():
+        raise ValueError(f"pro_curve: expected ground-truth regions and normal pixels, got {n_regions} regions and "
+                         f"{int(normal.sum())} normal pixels")
+    weight = []  # per pixel: 1 / (|its region| * regions), 0 outside the regions
+    for cc, z in zip(comps, sizes):
+        w = np.zeros(cc.size, dtype=np.float64)
+        inside = cc > 0
+        w[inside] = 1.0 / (z[cc[inside] - 1] * n_regions)
+        weight.append(w)
+    flat = torch.cat([m.reshape(-1).double() for m in ms])
+    _, _, last, order = _ranked(flat, torch.from_numpy(normal))
+    pro = np.cumsum(np.concatenate(weight)[order])[last]
+    fpr = np.cumsum(normal[order])[last] / normal.sum()
+    fpr, pro = np.concatenate([[0.0], fpr]), np.concatenate([[0.0], pro])
+    j = int(np.searchsorted(fpr, fpr_limit, side="left"))  # the first point at or past the limit
+    if j >= fpr.size:
+        return fpr, pro
+    if fpr[j] > fpr_limit:
+        t = (fpr_limit - fpr[j - 1]) / (fpr[j] - fpr[j - 1])
+        return np.append(fpr[:j], fpr_limit), np.append(pro[:j], pro[j - 1] + t * (pro[j] - pro[j - 1]))
+    return fpr[: j + 1], pro[: j + 1]
+
+
+def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """About ``max_points`` (at most twice that) of the points (x, y) of a monotone curve in
+    the unit square, for plotting: both ends and those where x or y enters a new step of
+    1 / max_points.
+    Points that lie on a straight segment are dropped first, so the trapezoid area is
+    unchanged when they suffice; otherwise it changes by at most about 1 / max_points."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.size <= 2:
+        return x, y
+    d = np.diff(np.stack([x, y]), axis=1)
+    bend = np.ones(x.size, dtype=bool)  # keep the ends and every point where the direction changes
+    bend[1:-1] = np.abs(d[0, 1:] * d[1, :-1] - d[1, 1:] * d[0, :-1]) > 1e-15
+    x, y = x[bend], y[bend]
+    if x.size <= max_points:
+        return x, y
+    step = 1.0 / max_points
+    keep = np.zeros(x.size, dtype=bool)
+    keep[0] = keep[-1] = True
+    gx = np.floor(x / step)
+    gy = np.floor(y / step)
+    keep[1:] |= (gx[1:] != gx[:-1]) | (gy[1:] != gy[:-1])
+    return x[keep], y[keep]
 
 
 def connected_components(mask) -> torch.Tensor:
