@@ -222,6 +222,7 @@ namespace detail {
 
 ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions& options) {
   check_load_options(options);
+  std::string weights_fingerprint = stored_weights_fingerprint(raw.tensors);  // before any conversion
   // Convert the floating-point tensors once, in place (the image tower always, the
   // text tower when asked for); integer entries (OpenAI's input_resolution, ...) stay.
   for (auto it = raw.tensors.begin(); it != raw.tensors.end();) {
@@ -333,6 +334,7 @@ ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions&
     impl->params[kv.first] = kv.second;
   }
   impl->path = path;
+  impl->weights_fingerprint = std::move(weights_fingerprint);
   impl->device = options.device;
   impl->dtype = options.dtype;
   if (!raw.vocabulary.empty()) {

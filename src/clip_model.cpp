@@ -2,6 +2,7 @@
 // OpenCLIP's forward on the same weights (tests/python/test_fidelity.py).
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 
@@ -195,5 +196,35 @@ std::string ClipModel::fingerprint() const {
   m.fingerprint = h.hex();
   return m.fingerprint;
 }
+
+const std::string& ClipModel::weights_fingerprint() const { return impl_->weights_fingerprint; }
+
+namespace detail {
+
+std::string stored_weights_fingerprint(const std::map<std::string, at::Tensor>& tensors) {
+  std::vector<std::pair<const std::string*, const at::Tensor*>> visual;
+  for (const auto& kv : tensors)
+    if (kv.first.rfind("visual.", 0) == 0 && at::isFloatingType(kv.second.scalar_type()))
+      visual.emplace_back(&kv.first, &kv.second);
+  // One hash per tensor (in parallel: this reads every stored byte of the image tower), then
+  // one over the names and those hashes, in name order.
+  std::vector<uint64_t> per_tensor(visual.size());
+  at::parallel_for(0, static_cast<int64_t>(visual.size()), 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      Hasher h;
+      h.tensor(*visual[i].second);
+      per_tensor[i] = h.value();
+    }
+  });
+  Hasher h;
+  h.str("lake-stored-weights-v1");
+  for (size_t i = 0; i < visual.size(); ++i) {
+    h.str(*visual[i].first);
+    h.word(per_tensor[i]);
+  }
+  return h.hex();
+}
+
+}  // namespace detail
 
 }  // namespace lake

@@ -1,221 +1,689 @@
-// NormalityModel::save / load: a versioned torch.save-format file (a dict that
-// `pylake.read_model_file`, i.e. `torch.load(weights_only=True)`, also reads), written atomically, checked on load.
-//
-// Format version 1 (keys of the top-level dict):
-//   format = "lake-normality", format_version = 1, lake_version,
-//   backbone_fingerprint, backbone = ClipConfig::describe(),
-//   options = {layers, k, score, seed, kind, image_size, text_weight, class_name,
-//              normal_prompts, anomaly_prompts, semantic_layer, pooling, blur_sigma,
-//              gallery_tile},
-//   shots, channels, neurons = [{layer, indices, scores, mean, std}], galleries = [(M, K)],
-//   text_embeddings = (2, E) or None, image_threshold / pixel_threshold = float or None,
-//   checksum = 16 hex digits over all of the above.
+// NormalityModel::save / load: the `.lake` file (format described in detail/normality_file.h).
+// save writes version 2 (safetensors + a JSON header) atomically; load reads version 2
+// through the validating safetensors reader and version 1 (torch.save zip) through LAKE's
+// code-free pickle reader. Either way every field is checked against the file itself
+// (types, ranges, the dtype and shape each tensor must have, the checksum) before any of it
+// is used, then against the backbone.
 
 #include <ATen/ATen.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 
-
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <iterator>
+#include <limits>
+#include <map>
+#include <sstream>
 
-#include "detail/atomic_file.h"
 #include "detail/hash.h"
+#include "detail/normality_file.h"
 #include "detail/normality_state.h"
+#include "detail/safetensors.h"
+#include "detail/torch_pickle.h"
 #include "lake/version.h"
 
 namespace lake {
-namespace {
 
-using GenericDict = c10::impl::GenericDict;
+namespace detail {
 
-std::string content_hash(const NormalityModel::State& s) {
+std::string normality_v2_checksum(const nlohmann::json& header, const std::map<std::string, at::Tensor>& tensors) {
+  nlohmann::json rest = header;
+  rest.erase("checksum");
+  Hasher h;
+  h.str("lake-normality-v2");
+  h.str(rest.dump());
+  for (const auto& [name, t] : tensors) {
+    h.str(name);
+    h.tensor(t);
+  }
+  return h.hex();
+}
+
+}  // namespace detail
+
+namespace normality_io_detail {
+
+using detail::NormalityFileLimits;
+using detail::PyValue;
+using detail::PyValuePtr;
+using nlohmann::json;
+
+[[noreturn]] void bad(const std::string& path, const std::string& what) {
+  throw c10::ValueError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
+                        c10::str("normality model file '", path, "': ", what));
+}
+
+std::string describe_tensor(const at::Tensor& t) {
+  return c10::str(at::IntArrayRef(t.sizes()), " ", t.scalar_type());
+}
+
+// What a file holds, read and checked against itself, before it meets a backbone.
+struct Contents {
+  int64_t version = 0;
+  std::string fingerprint;  // v1: ClipModel::fingerprint (as loaded); v2: ClipModel::weights_fingerprint
+  std::string backbone;     // ClipConfig::describe() of the backbone it was fitted with
+  json backbone_config;     // v2: activation, heads, normalisation; null for v1
+  NormalityOptions options;  // resolved layers, image size, semantic layer and prompts
+  int64_t shots = 0, channels = 0;
+  std::vector<LayerNeurons> neurons;
+  std::vector<at::Tensor> galleries;
+  at::Tensor text;
+  std::optional<double> image_threshold, pixel_threshold;
+};
+
+// The version-1 checksum: over the parsed state, as version 1 wrote it.
+std::string content_hash_v1(const Contents& c) {
   detail::Hasher h;
-  const NormalityOptions& o = s.options;
-  for (int64_t l : s.layers) h.word(static_cast<uint64_t>(l));
-  for (int64_t v : {o.k, static_cast<int64_t>(o.seed), s.image_size, s.semantic_layer, o.gallery_tile,
-                    s.shots, s.neurons.channels})
+  const NormalityOptions& o = c.options;
+  for (int64_t l : o.layers) h.word(static_cast<uint64_t>(l));
+  for (int64_t v : {o.k, static_cast<int64_t>(o.seed), o.image_size, o.semantic_layer, o.gallery_tile, c.shots,
+                    c.channels})
     h.word(static_cast<uint64_t>(v));
   for (const std::string& str : {to_string(o.score), to_string(o.kind), to_string(o.pooling), o.class_name}) h.str(str);
-  for (double d : {o.text_weight, o.blur_sigma, s.image_threshold.value_or(-1.0), s.pixel_threshold.value_or(-1.0)}) {
+  for (double d : {o.text_weight, o.blur_sigma, c.image_threshold.value_or(-1.0), c.pixel_threshold.value_or(-1.0)}) {
     uint64_t w;
     std::memcpy(&w, &d, 8);
     h.word(w);
   }
-  for (const auto& p : s.normal_prompts) h.str(p);
-  for (const auto& p : s.anomaly_prompts) h.str(p);
-  for (const auto& n : s.neurons.layers) {
+  for (const auto& p : o.normal_prompts) h.str(p);
+  for (const auto& p : o.anomaly_prompts) h.str(p);
+  for (const auto& n : c.neurons) {
     h.word(static_cast<uint64_t>(n.layer));
     for (const auto& t : {n.indices, n.scores, n.mean, n.std}) h.tensor(t);
   }
-  for (const auto& g : s.galleries) h.tensor(g);
-  h.tensor(s.text);
+  for (const auto& g : c.galleries) h.tensor(g);
+  h.tensor(c.text);
   return h.hex();
 }
 
-c10::List<std::string> string_list(const std::vector<std::string>& v) {
-  c10::List<std::string> out;
-  for (const auto& x : v) out.push_back(x);
-  return out;
-}
-
-c10::IValue optional_double(const std::optional<double>& v) { return v ? c10::IValue(*v) : c10::IValue(); }
-
-const c10::IValue& field(const GenericDict& d, const std::string& key, const std::string& path) {
-  auto it = d.find(key);
-  TORCH_CHECK_VALUE(it != d.end(), "normality model file '", path, "' has no '", key, "' entry (corrupted?)");
-  return it->value();
-}
-
-std::vector<std::string> to_strings(const c10::IValue& v) {
-  std::vector<std::string> out;
-  for (const auto& x : v.toListRef()) out.push_back(x.toStringRef());
-  return out;
-}
-
-}  // namespace
-
-void NormalityModel::save(const std::string& path) const {
-  const State& s = *state_;
-  TORCH_CHECK(s.fitted, "NormalityModel.save: the model is not fitted: call fit(normal_images) first");
-  const NormalityOptions& o = s.options;
-  GenericDict opts(c10::StringType::get(), c10::AnyType::get());
-  opts.insert("layers", c10::List<int64_t>(s.layers));
-  opts.insert("k", o.k);
-  opts.insert("score", to_string(o.score));
-  opts.insert("seed", static_cast<int64_t>(o.seed));
-  opts.insert("kind", to_string(o.kind));
-  opts.insert("image_size", s.image_size);
-  opts.insert("text_weight", o.text_weight);
-  opts.insert("class_name", o.class_name);
-  opts.insert("normal_prompts", string_list(s.normal_prompts));
-  opts.insert("anomaly_prompts", string_list(s.anomaly_prompts));
-  opts.insert("semantic_layer", s.semantic_layer);
-  opts.insert("pooling", to_string(o.pooling));
-  opts.insert("blur_sigma", o.blur_sigma);
-  opts.insert("gallery_tile", o.gallery_tile);
-  opts.insert("batch_size", o.batch_size);
-
-  c10::impl::GenericList neurons(c10::AnyType::get());
-  for (const auto& n : s.neurons.layers) {
-    GenericDict d(c10::StringType::get(), c10::AnyType::get());
-    d.insert("layer", n.layer);
-    d.insert("indices", n.indices.cpu());
-    d.insert("scores", n.scores.cpu());
-    d.insert("mean", n.mean.cpu());
-    d.insert("std", n.std.cpu());
-    neurons.push_back(d);
-  }
-  c10::List<at::Tensor> galleries;
-  for (const auto& g : s.galleries) galleries.push_back(g.cpu());
-
-  GenericDict top(c10::StringType::get(), c10::AnyType::get());
-  top.insert("format", std::string("lake-normality"));
-  top.insert("format_version", kNormalityFormatVersion);
-  top.insert("lake_version", std::string(LAKE_VERSION_STRING));
-  top.insert("backbone_fingerprint", s.model.fingerprint());
-  top.insert("backbone", s.model.config().describe());
-  top.insert("options", opts);
-  top.insert("shots", s.shots);
-  top.insert("channels", s.neurons.channels);
-  top.insert("neurons", neurons);
-  top.insert("galleries", galleries);
-  top.insert("text_embeddings", s.text.defined() ? c10::IValue(s.text.cpu()) : c10::IValue());
-  top.insert("image_threshold", optional_double(s.image_threshold));
-  top.insert("pixel_threshold", optional_double(s.pixel_threshold));
-  top.insert("checksum", content_hash(s));
-  const std::vector<char> bytes = torch::jit::pickle_save(top);
-  detail::write_file_atomically(path, bytes.data(), bytes.size(), "NormalityModel.save");
-}
-
-NormalityModel NormalityModel::load(const std::string& path, ClipModel model) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK_VALUE(in.good(), "normality model file '", path, "' does not exist or is not readable");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  TORCH_CHECK_VALUE(bytes.size() >= 4 && std::memcmp(bytes.data(), "PK\x03\x04", 4) == 0, "'", path,
-                    "' is not a LAKE normality model file (expected a zip archive written by NormalityModel.save)");
-  c10::IValue value;
+// A method name written in its canonical spelling (to_string(parse(s)) == s).
+template <typename Parse, typename ToString>
+auto parse_exact(const std::string& path, const std::string& field, const std::string& s, Parse parse,
+                 ToString to_str) {
   try {
-    value = torch::jit::pickle_load(bytes);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "normality model file '", path, "' is truncated or corrupted: ", e.what_without_backtrace());
+    auto v = parse(s);
+    if (to_str(v) == s) return v;
+  } catch (const c10::Error&) {
   }
-  TORCH_CHECK_VALUE(value.isGenericDict(), "'", path, "' is not a LAKE normality model file");
-  const GenericDict top = value.toGenericDict();
-  auto fmt = top.find("format");
-  TORCH_CHECK_VALUE(fmt != top.end() && fmt->value().isString() && fmt->value().toStringRef() == "lake-normality", "'",
-                    path, "' is not a LAKE normality model file (no format=lake-normality)");
-  const int64_t version = field(top, "format_version", path).toInt();
-  TORCH_CHECK_VALUE(version >= 1 && version <= kNormalityFormatVersion, "normality model file '", path,
-                    "' has format version ", version, "; this LAKE (", LAKE_VERSION_STRING, ") reads versions 1..",
-                    kNormalityFormatVersion, version > kNormalityFormatVersion ? ": upgrade LAKE" : "");
-  const std::string fp = field(top, "backbone_fingerprint", path).toStringRef();
-  TORCH_CHECK_VALUE(fp == model.fingerprint(), "normality model file '", path,
-                    "' was fitted with a different backbone (fingerprint ", fp, ", ",
-                    field(top, "backbone", path).toStringRef(), "); the given model '", model.path(),
-                    "' has fingerprint ", model.fingerprint());
+  bad(path, c10::str("field '", field, "' is '", s, "', not a value this LAKE writes"));
+}
 
-  const GenericDict od = field(top, "options", path).toGenericDict();
+void check_version(const std::string& path, int64_t version, int64_t container) {
+  if (version == container) return;
+  if (version >= 1 && version <= kNormalityFormatVersion)
+    bad(path, c10::str("says format version ", version, " but is a ", container == 1 ? "zip archive" : "safetensors file",
+                       " (version 1 files are zip archives, version 2 files safetensors files): corrupted?"));
+  bad(path, c10::str("has format version ", version, "; this LAKE (", LAKE_VERSION_STRING, ") reads versions 1..",
+                     kNormalityFormatVersion, version > kNormalityFormatVersion ? ": upgrade LAKE" : ""));
+}
+
+// ---- Checks every version shares: the file against itself --------------------------------
+
+void check_contents(const std::string& path, const Contents& c) {
+  const NormalityOptions& o = c.options;
+  auto need = [&](bool ok, const std::string& what) {
+    if (!ok) bad(path, what);
+  };
+  // (Version 1 wrote channels = 0 for a zero-shot model.)
+  need(c.channels >= (c.shots > 0 ? 1 : 0), c10::str("'channels' is ", c.channels, ", expected >= 1"));
+  need(o.k >= 1 && (c.shots == 0 || o.k <= c.channels),
+       c10::str("'options.k' is ", o.k, ", expected 1..channels = ", c.channels));
+  need(!o.layers.empty(), "'options.layers' is empty, expected the tapped blocks");
+  for (size_t i = 0; i < o.layers.size(); ++i)
+    need(o.layers[i] >= 1 && (i == 0 || o.layers[i] > o.layers[i - 1]),
+         c10::str("'options.layers' is [", c10::Join(", ", o.layers), "], expected ascending blocks >= 1"));
+  need(o.image_size >= 1, c10::str("'options.image_size' is ", o.image_size, ", expected >= 1"));
+  need(o.semantic_layer >= 1, c10::str("'options.semantic_layer' is ", o.semantic_layer, ", expected >= 1"));
+  need(o.text_weight >= 0.0 && o.text_weight <= 1.0,
+       c10::str("'options.text_weight' is ", o.text_weight, ", expected a number in [0, 1]"));
+  need(std::isfinite(o.blur_sigma) && o.blur_sigma >= 0.0,
+       c10::str("'options.blur_sigma' is ", o.blur_sigma, ", expected a finite number >= 0"));
+  need(o.gallery_tile >= 1, c10::str("'options.gallery_tile' is ", o.gallery_tile, ", expected >= 1"));
+  need(o.batch_size >= 1, c10::str("'options.batch_size' is ", o.batch_size, ", expected >= 1"));
+  need(o.class_name.size() <= NormalityFileLimits::kMaxStringBytes, "'options.class_name' is too long");
+  for (const auto* list : {&o.normal_prompts, &o.anomaly_prompts}) {
+    const char* name = list == &o.normal_prompts ? "normal_prompts" : "anomaly_prompts";
+    need(!list->empty() && static_cast<int64_t>(list->size()) <= NormalityFileLimits::kMaxPrompts,
+         c10::str("'options.", name, "' holds ", list->size(), " prompts, expected 1..", NormalityFileLimits::kMaxPrompts));
+    for (const auto& p : *list)
+      need(p.size() <= NormalityFileLimits::kMaxStringBytes,
+           c10::str("'options.", name, "' holds a prompt of ", p.size(), " bytes, expected at most ",
+                    NormalityFileLimits::kMaxStringBytes));
+  }
+  need(c.shots >= 0 && c.shots <= NormalityFileLimits::kMaxShots,
+       c10::str("'shots' is ", c.shots, ", expected 0..", NormalityFileLimits::kMaxShots));
+  for (const auto& [name, t] : {std::pair<const char*, std::optional<double>>{"image_threshold", c.image_threshold},
+                                {"pixel_threshold", c.pixel_threshold}})
+    if (t && !std::isfinite(*t)) bad(path, c10::str("'", name, "' is ", *t, ", expected a finite number or none"));
+
+  // The fitted state: one neuron layer and one gallery per tapped block (none zero-shot).
+  const size_t layers = c.shots > 0 ? o.layers.size() : 0;
+  need(c.neurons.size() == layers && c.galleries.size() == layers,
+       c10::str("holds ", c.neurons.size(), " neuron layers and ", c.galleries.size(), " galleries, expected ", layers,
+                c.shots > 0 ? " (one per tapped block)" : " (a zero-shot model)"));
+  for (size_t l = 0; l < c.neurons.size(); ++l) {
+    const LayerNeurons& n = c.neurons[l];
+    const std::string where = c10::str("neuron layer ", l, " (block ", n.layer, ")");
+    need(n.layer == o.layers[l], c10::str(where, " is for block ", n.layer, ", expected block ", o.layers[l],
+                                          " (options.layers[", l, "])"));
+    const at::Tensor& idx = n.indices;
+    need(idx.defined() && idx.dim() == 1 && idx.size(0) == o.k && idx.scalar_type() == at::kLong,
+         c10::str(where, ": expected (K) int64 neuron indices with K = options.k = ", o.k, ", got ",
+                  idx.defined() ? describe_tensor(idx) : "none"));
+    const int64_t lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
+    need(lo >= 0 && hi < c.channels, c10::str(where, " has neuron indices in [", lo, ", ", hi, "], expected [0, ",
+                                              c.channels, ") (corrupted?)"));
+    for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"scores", &n.scores}, {"mean", &n.mean},
+                                  {"std", &n.std}})
+      need(t->defined() && t->dim() == 1 && t->size(0) == o.k && t->scalar_type() == at::kDouble,
+           c10::str(where, ": expected (", o.k, ") float64 neuron ", name, ", got ",
+                    t->defined() ? describe_tensor(*t) : "none", " (corrupted?)"));
+    const at::Tensor& g = c.galleries[l];
+    const int64_t rows = c.galleries[0].defined() && c.galleries[0].dim() == 2 ? c.galleries[0].size(0) : -1;
+    need(g.defined() && g.dim() == 2 && g.size(0) == rows && rows >= c.shots && rows % c.shots == 0 &&
+             g.size(1) == o.k && g.scalar_type() == at::kFloat,
+         c10::str("gallery ", l, " (block ", n.layer, ") is ", g.defined() ? describe_tensor(g) : "none",
+                  ", expected (M, ", o.k, ") float32 with K = ", o.k, " neurons and the same M = shots x patches (a ",
+                  "multiple of ", c.shots, ") in every layer (corrupted?)"));
+  }
+  if (c.shots == 0) need(c.text.defined(), "is a zero-shot model without text embeddings (corrupted?)");
+  if (c.text.defined())
+    need(c.text.dim() == 2 && c.text.size(0) == 2 && c.text.size(1) >= 1 && c.text.scalar_type() == at::kFloat,
+         c10::str("'text_embeddings' is ", describe_tensor(c.text), ", expected (2, E) float32"));
+}
+
+// ---- Version 2: safetensors + JSON ---------------------------------------------------------
+
+// Typed access to the JSON header; errors name the field and what it should be.
+struct JsonFields {
+  const std::string& path;
+
+  const json& at(const json& obj, const std::string& prefix, const std::string& key) const {
+    auto it = obj.find(key);
+    if (it == obj.end()) bad(path, c10::str("the header has no '", prefix, key, "' field"));
+    return *it;
+  }
+  [[noreturn]] void wrong(const std::string& field, const json& v, const char* expected) const {
+    std::string shown = v.dump();
+    if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
+    bad(path, c10::str("field '", field, "' is ", shown, ", expected ", expected));
+  }
+  int64_t integer(const json& obj, const std::string& prefix, const std::string& key) const {
+    const json& v = at(obj, prefix, key);
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX))
+      wrong(prefix + key, v, "an integer");
+    return v.get<int64_t>();
+  }
+  double number(const json& obj, const std::string& prefix, const std::string& key) const {
+    const json& v = at(obj, prefix, key);
+    if (!v.is_number()) wrong(prefix + key, v, "a number");
+    return v.get<double>();
+  }
+  std::optional<double> optional_number(const json& obj, const std::string& key) const {
+    const json& v = at(obj, "", key);
+    if (v.is_null()) return std::nullopt;
+    if (!v.is_number()) wrong(key, v, "a number or null");
+    return v.get<double>();
+  }
+  std::string string(const json& obj, const std::string& prefix, const std::string& key) const {
+    const json& v = at(obj, prefix, key);
+    if (!v.is_string()) wrong(prefix + key, v, "a string");
+    return v.get<std::string>();
+  }
+  const json& array(const json& obj, const std::string& prefix, const std::string& key) const {
+    const json& v = at(obj, prefix, key);
+    if (!v.is_array()) wrong(prefix + key, v, "an array");
+    return v;
+  }
+  const json& object(const json& obj, const std::string& prefix, const std::string& key) const {
+    const json& v = at(obj, prefix, key);
+    if (!v.is_object()) wrong(prefix + key, v, "an object");
+    return v;
+  }
+  std::vector<std::string> strings(const json& obj, const std::string& prefix, const std::string& key) const {
+    std::vector<std::string> out;
+    for (const json& x : array(obj, prefix, key)) {
+      if (!x.is_string()) wrong(prefix + key, x, "an array of strings");
+      out.push_back(x.get<std::string>());
+    }
+    return out;
+  }
+  std::vector<int64_t> integers(const json& obj, const std::string& prefix, const std::string& key) const {
+    std::vector<int64_t> out;
+    for (const json& x : array(obj, prefix, key)) {
+      if (!x.is_number_integer() || (x.is_number_unsigned() && x.get<uint64_t>() > INT64_MAX))
+        wrong(prefix + key, x, "an array of integers");
+      out.push_back(x.get<int64_t>());
+    }
+    return out;
+  }
+};
+
+NormalityOptions options_from_json(const JsonFields& f, const json& top) {
+  const json& od = f.object(top, "", "options");
+  const std::string p = "options.";
   NormalityOptions o;
-  for (const auto& l : field(od, "layers", path).toListRef()) o.layers.push_back(l.toInt());
-  o.k = field(od, "k", path).toInt();
-  o.score = parse_sensitivity_score(field(od, "score", path).toStringRef());
-  o.seed = static_cast<uint64_t>(field(od, "seed", path).toInt());
-  o.kind = parse_probe_kind(field(od, "kind", path).toStringRef());
-  o.image_size = field(od, "image_size", path).toInt();
-  o.text_weight = field(od, "text_weight", path).toDouble();
-  o.class_name = field(od, "class_name", path).toStringRef();
-  o.normal_prompts = to_strings(field(od, "normal_prompts", path));
-  o.anomaly_prompts = to_strings(field(od, "anomaly_prompts", path));
-  o.semantic_layer = field(od, "semantic_layer", path).toInt();
-  o.pooling = parse_pooling(field(od, "pooling", path).toStringRef());
-  o.blur_sigma = field(od, "blur_sigma", path).toDouble();
-  o.gallery_tile = field(od, "gallery_tile", path).toInt();
-  // Added after format 1 was first written: optional, files without it use the default.
-  if (od.contains("batch_size")) o.batch_size = od.at("batch_size").toInt();
+  o.layers = f.integers(od, p, "layers");
+  o.k = f.integer(od, p, "k");
+  o.score = parse_exact(f.path, "options.score", f.string(od, p, "score"), parse_sensitivity_score,
+                        [](SensitivityScore s) { return to_string(s); });
+  const json& seed = f.at(od, p, "seed");
+  if (!seed.is_number_unsigned()) f.wrong("options.seed", seed, "a non-negative integer");
+  o.seed = seed.get<uint64_t>();
+  o.kind = parse_exact(f.path, "options.kind", f.string(od, p, "kind"), parse_probe_kind,
+                       [](ProbeKind k) { return to_string(k); });
+  o.image_size = f.integer(od, p, "image_size");
+  o.text_weight = f.number(od, p, "text_weight");
+  o.class_name = f.string(od, p, "class_name");
+  o.normal_prompts = f.strings(od, p, "normal_prompts");
+  o.anomaly_prompts = f.strings(od, p, "anomaly_prompts");
+  o.semantic_layer = f.integer(od, p, "semantic_layer");
+  o.pooling = parse_exact(f.path, "options.pooling", f.string(od, p, "pooling"), parse_pooling,
+                          [](Pooling x) { return to_string(x); });
+  o.blur_sigma = f.number(od, p, "blur_sigma");
+  o.gallery_tile = f.integer(od, p, "gallery_tile");
+  o.batch_size = f.integer(od, p, "batch_size");
+  return o;
+}
 
-  NormalityModel m(std::move(model), o);
-  State& s = *m.state_;
-  s.shots = field(top, "shots", path).toInt();
-  s.neurons.kind = o.kind;
-  s.neurons.channels = field(top, "channels", path).toInt();
-  const c10::Device dev = s.model.device();
-  for (const auto& item : field(top, "neurons", path).toListRef()) {
-    const GenericDict d = item.toGenericDict();
-    LayerNeurons n;
-    n.layer = field(d, "layer", path).toInt();
-    n.indices = field(d, "indices", path).toTensor();
-    n.scores = field(d, "scores", path).toTensor();
-    n.mean = field(d, "mean", path).toTensor();
-    n.std = field(d, "std", path).toTensor();
-    s.neurons.layers.push_back(std::move(n));
+Contents read_v2(const std::string& path) {
+  detail::SafetensorsFile file;
+  try {
+    file = detail::read_safetensors(path);
+  } catch (const c10::Error& e) {
+    bad(path, c10::str("is truncated or corrupted: ", e.what_without_backtrace()));
   }
+  auto meta = file.metadata.find(detail::kNormalityMetadataKey);
+  TORCH_CHECK_VALUE(meta != file.metadata.end(), "'", path, "' is not a LAKE normality model file (a safetensors ",
+                    "file without the '", detail::kNormalityMetadataKey, "' metadata entry)");
+  json top;
+  try {
+    top = json::parse(meta->second);
+  } catch (const json::exception& e) {
+    bad(path, c10::str("its '", detail::kNormalityMetadataKey, "' metadata is not valid JSON (corrupted?): ", e.what()));
+  }
+  if (!top.is_object()) bad(path, c10::str("its '", detail::kNormalityMetadataKey, "' metadata is not a JSON object"));
+  const JsonFields f{path};
+  TORCH_CHECK_VALUE(top.contains("format") && top["format"] == "lake-normality", "'", path,
+                    "' is not a LAKE normality model file (no format=lake-normality)");
+  Contents c;
+  c.version = f.integer(top, "", "format_version");
+  check_version(path, c.version, 2);
+  f.string(top, "", "lake_version");
+  const json& bb = f.object(top, "", "backbone");
+  c.fingerprint = f.string(bb, "backbone.", "weights_fingerprint");
+  c.backbone = f.string(bb, "backbone.", "describe");
+  c.backbone_config = bb;
+  f.string(bb, "backbone.", "activation");
+  f.integer(bb, "backbone.", "vision_heads");
+  const int64_t embed_dim = f.integer(bb, "backbone.", "embed_dim");
+  for (const char* key : {"image_mean", "image_std"}) {
+    const json& v = f.array(bb, "backbone.", key);
+    if (v.size() != 3 || !(v[0].is_number() && v[1].is_number() && v[2].is_number()))
+      f.wrong(std::string("backbone.") + key, v, "three numbers");
+  }
+  c.options = options_from_json(f, top);
+  c.shots = f.integer(top, "", "shots");
+  c.channels = f.integer(top, "", "channels");
+  c.image_threshold = f.optional_number(top, "image_threshold");
+  c.pixel_threshold = f.optional_number(top, "pixel_threshold");
+  const int64_t rows = f.integer(top, "", "gallery_rows");
+  const json& has_text = f.at(top, "", "text_embeddings");
+  if (!has_text.is_boolean()) f.wrong("text_embeddings", has_text, "true or false");
+  const std::string checksum = f.string(top, "", "checksum");
+
+  // Every tensor the header implies, with the dtype and shape it implies; no others.
+  std::map<std::string, at::Tensor>& tensors = file.tensors;
+  std::map<std::string, bool> used;
+  auto take = [&](const std::string& name, c10::ScalarType dtype, std::vector<int64_t> shape,
+                  const std::string& why) {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) bad(path, c10::str("has no tensor '", name, "' (", why, ")"));
+    const at::Tensor& t = it->second;
+    if (t.scalar_type() != dtype || t.sizes() != at::IntArrayRef(shape))
+      bad(path, c10::str("tensor '", name, "' is ", describe_tensor(t), ", expected ", at::IntArrayRef(shape), " ",
+                         dtype, " (", why, ")"));
+    used[name] = true;
+    return t.clone();  // off the file's mapping
+  };
+  const json& neurons = f.array(top, "", "neurons");
+  for (size_t l = 0; l < neurons.size(); ++l) {
+    const std::string p = c10::str("neurons[", l, "].");
+    if (!neurons[l].is_object()) f.wrong(c10::str("neurons[", l, "]"), neurons[l], "an object {layer, k}");
+    LayerNeurons n;
+    n.layer = f.integer(neurons[l], p, "layer");
+    const int64_t k = f.integer(neurons[l], p, "k");
+    if (k < 1 || k > c.channels) bad(path, c10::str("field '", p, "k' is ", k, ", expected 1..channels = ", c.channels));
+    const std::string stem = c10::str("neurons.", l, ".");
+    const std::string why = c10::str(p, "k = ", k);
+    n.indices = take(stem + "indices", at::kLong, {k}, why);
+    n.scores = take(stem + "scores", at::kDouble, {k}, why);
+    n.mean = take(stem + "mean", at::kDouble, {k}, why);
+    n.std = take(stem + "std", at::kDouble, {k}, why);
+    c.galleries.push_back(take(c10::str("galleries.", l), at::kFloat, {rows, k}, c10::str("gallery_rows x ", why)));
+    c.neurons.push_back(std::move(n));
+  }
+  if (has_text.get<bool>())
+    c.text = take("text_embeddings", at::kFloat, {2, embed_dim}, c10::str("2 x backbone.embed_dim = ", embed_dim));
+  for (const auto& kv : tensors)
+    if (!used.count(kv.first)) bad(path, c10::str("holds a tensor '", kv.first, "' that its header does not list"));
+
+  check_contents(path, c);
+  if (checksum != detail::normality_v2_checksum(top, tensors))
+    bad(path, "is corrupted: its checksum does not match its contents");
+  return c;
+}
+
+// ---- Version 1: a pickled dict in a torch.save zip -------------------------------------------
+
+// Typed access to the unpickled dict; errors name the key and what it should be.
+struct PickleFields {
+  const std::string& path;
+
+  static const char* kind_name(PyValue::Kind k) {
+    switch (k) {
+      case PyValue::Kind::None: return "None";
+      case PyValue::Kind::Bool: return "a bool";
+      case PyValue::Kind::Int: return "an int";
+      case PyValue::Kind::Float: return "a float";
+      case PyValue::Kind::Str: return "a string";
+      case PyValue::Kind::Tensor: return "a tensor";
+      case PyValue::Kind::List: case PyValue::Kind::Tuple: return "a list";
+      case PyValue::Kind::Dict: return "a dict";
+      default: return "an object";
+    }
+  }
+  [[noreturn]] void wrong(const std::string& key, const PyValue& v, const char* expected) const {
+    bad(path, c10::str("entry '", key, "' is ", kind_name(v.kind), ", expected ", expected));
+  }
+  const PyValue* find(const PyValue& d, const std::string& key) const {
+    for (const auto& [k, v] : d.dict)
+      if (k->kind == PyValue::Kind::Str && k->s == key) return v.get();
+    return nullptr;
+  }
+  const PyValue& at(const PyValue& d, const std::string& prefix, const std::string& key) const {
+    const PyValue* v = find(d, key);
+    if (v == nullptr) bad(path, c10::str("has no '", prefix, key, "' entry (corrupted?)"));
+    return *v;
+  }
+  const PyValue& dict(const PyValue& d, const std::string& prefix, const std::string& key) const {
+    const PyValue& v = at(d, prefix, key);
+    if (v.kind != PyValue::Kind::Dict) wrong(prefix + key, v, "a dict");
+    return v;
+  }
+  const std::vector<PyValuePtr>& list(const PyValue& d, const std::string& prefix, const std::string& key) const {
+    const PyValue& v = at(d, prefix, key);
+    if (v.kind != PyValue::Kind::List && v.kind != PyValue::Kind::Tuple) wrong(prefix + key, v, "a list");
+    return v.items;
+  }
+  int64_t integer(const PyValue& d, const std::string& prefix, const std::string& key) const {
+    const PyValue& v = at(d, prefix, key);
+    if (v.kind != PyValue::Kind::Int) wrong(prefix + key, v, "an int");
+    return v.i;
+  }
+  double number(const PyValue& v, const std::string& key) const {
+    if (v.kind == PyValue::Kind::Float) return v.f;
+    if (v.kind == PyValue::Kind::Int) return static_cast<double>(v.i);
+    wrong(key, v, "a number");
+  }
+  double number(const PyValue& d, const std::string& prefix, const std::string& key) const {
+    return number(at(d, prefix, key), prefix + key);
+  }
+  std::optional<double> optional_number(const PyValue& d, const std::string& key) const {
+    const PyValue& v = at(d, "", key);
+    if (v.kind == PyValue::Kind::None) return std::nullopt;
+    return number(v, key);
+  }
+  std::string string(const PyValue& d, const std::string& prefix, const std::string& key) const {
+    const PyValue& v = at(d, prefix, key);
+    if (v.kind != PyValue::Kind::Str) wrong(prefix + key, v, "a string");
+    return v.s;
+  }
+  std::vector<std::string> strings(const PyValue& d, const std::string& prefix, const std::string& key) const {
+    std::vector<std::string> out;
+    for (const auto& x : list(d, prefix, key)) {
+      if (x->kind != PyValue::Kind::Str) wrong(prefix + key, *x, "a list of strings");
+      out.push_back(x->s);
+    }
+    return out;
+  }
+  at::Tensor tensor(const PyValue& v, const std::string& key) const {
+    if (v.kind != PyValue::Kind::Tensor) wrong(key, v, "a tensor");
+    return v.tensor.contiguous();
+  }
+};
+
+Contents read_v1(const std::string& path) {
+  PyValuePtr root;
+  try {
+    root = detail::read_torch_save(path);
+  } catch (const c10::Error& e) {
+    bad(path, c10::str("is truncated or corrupted: ", e.what_without_backtrace()));
+  }
+  TORCH_CHECK_VALUE(root->kind == PyValue::Kind::Dict, "'", path, "' is not a LAKE normality model file");
+  const PickleFields f{path};
+  const PyValue& top = *root;
+  const PyValue* fmt = f.find(top, "format");
+  TORCH_CHECK_VALUE(fmt != nullptr && fmt->kind == PyValue::Kind::Str && fmt->s == "lake-normality", "'", path,
+                    "' is not a LAKE normality model file (no format=lake-normality)");
+  Contents c;
+  c.version = f.integer(top, "", "format_version");
+  check_version(path, c.version, 1);
+  c.fingerprint = f.string(top, "", "backbone_fingerprint");
+  c.backbone = f.string(top, "", "backbone");
+
+  const PyValue& od = f.dict(top, "", "options");
+  const std::string p = "options.";
+  NormalityOptions& o = c.options;
+  for (const auto& l : f.list(od, p, "layers")) {
+    if (l->kind != PyValue::Kind::Int) f.wrong("options.layers", *l, "a list of ints");
+    o.layers.push_back(l->i);
+  }
+  o.k = f.integer(od, p, "k");
+  o.score = parse_exact(path, "options.score", f.string(od, p, "score"), parse_sensitivity_score,
+                        [](SensitivityScore s) { return to_string(s); });
+  o.seed = static_cast<uint64_t>(f.integer(od, p, "seed"));
+  o.kind = parse_exact(path, "options.kind", f.string(od, p, "kind"), parse_probe_kind,
+                       [](ProbeKind k) { return to_string(k); });
+  o.image_size = f.integer(od, p, "image_size");
+  o.text_weight = f.number(od, p, "text_weight");
+  o.class_name = f.string(od, p, "class_name");
+  o.normal_prompts = f.strings(od, p, "normal_prompts");
+  o.anomaly_prompts = f.strings(od, p, "anomaly_prompts");
+  o.semantic_layer = f.integer(od, p, "semantic_layer");
+  o.pooling = parse_exact(path, "options.pooling", f.string(od, p, "pooling"), parse_pooling,
+                          [](Pooling x) { return to_string(x); });
+  o.blur_sigma = f.number(od, p, "blur_sigma");
+  o.gallery_tile = f.integer(od, p, "gallery_tile");
+  // Added after format 1 was first written: optional, files without it use the default.
+  if (f.find(od, "batch_size") != nullptr) o.batch_size = f.integer(od, p, "batch_size");
+
+  c.shots = f.integer(top, "", "shots");
+  c.channels = f.integer(top, "", "channels");
+  const auto& neurons = f.list(top, "", "neurons");
+  for (size_t l = 0; l < neurons.size(); ++l) {
+    const std::string q = c10::str("neurons[", l, "].");
+    if (neurons[l]->kind != PyValue::Kind::Dict) f.wrong(c10::str("neurons[", l, "]"), *neurons[l], "a dict");
+    const PyValue& d = *neurons[l];
+    LayerNeurons n;
+    n.layer = f.integer(d, q, "layer");
+    n.indices = f.tensor(f.at(d, q, "indices"), q + "indices");
+    n.scores = f.tensor(f.at(d, q, "scores"), q + "scores");
+    n.mean = f.tensor(f.at(d, q, "mean"), q + "mean");
+    n.std = f.tensor(f.at(d, q, "std"), q + "std");
+    c.neurons.push_back(std::move(n));
+  }
+  const auto& galleries = f.list(top, "", "galleries");
+  for (size_t l = 0; l < galleries.size(); ++l) c.galleries.push_back(f.tensor(*galleries[l], c10::str("galleries[", l, "]")));
+  const PyValue& text = f.at(top, "", "text_embeddings");
+  if (text.kind != PyValue::Kind::None) c.text = f.tensor(text, "text_embeddings");
+  c.image_threshold = f.optional_number(top, "image_threshold");
+  c.pixel_threshold = f.optional_number(top, "pixel_threshold");
+  const std::string checksum = f.string(top, "", "checksum");
+
+  check_contents(path, c);
+  if (checksum != content_hash_v1(c)) bad(path, "is corrupted: its checksum does not match its contents");
+  return c;
+}
+
+// ---- The file against the backbone ------------------------------------------------------------
+
+void check_backbone(const std::string& path, const Contents& c, const ClipModel& model) {
+  const ClipConfig& cfg = model.config();
+  if (c.version == 1) {
+    if (c.fingerprint != model.fingerprint())
+      bad(path, c10::str("was fitted with a different backbone (fingerprint ", c.fingerprint, ", ", c.backbone,
+                         "); the given model '", model.path(), "' has fingerprint ", model.fingerprint()));
+    return;
+  }
+  if (c.fingerprint != model.weights_fingerprint())
+    bad(path, c10::str("was fitted with a different backbone (weights fingerprint ", c.fingerprint, ", ", c.backbone,
+                       "); the given model '", model.path(), "' has weights fingerprint ", model.weights_fingerprint(),
+                       " (", cfg.describe(), "). The fingerprint hashes the image tower as stored in the archive: ",
+                       "load the archive the model was fitted with (any dtype, device, load_text)"));
+  const json& b = c.backbone_config;
+  auto differs = [&](const char* what, const std::string& file_value, const std::string& model_value) {
+    if (file_value != model_value)
+      bad(path, c10::str("was fitted with the backbone's ", what, " = ", file_value, "; the given model '",
+                         model.path(), "' has ", what, " = ", model_value, " (same weights, other settings)"));
+  };
+  differs("activation", b.at("activation").get<std::string>(), to_string(cfg.activation));
+  differs("vision_heads", std::to_string(b.at("vision_heads").get<int64_t>()), std::to_string(cfg.vision_heads));
+  for (auto [key, values] : {std::pair<const char*, const float*>{"image_mean", cfg.image_mean},
+                             {"image_std", cfg.image_std}}) {
+    const json mine = {values[0], values[1], values[2]};
+    json theirs = json::array();
+    for (const json& x : b.at(key)) theirs.push_back(static_cast<float>(x.get<double>()));
+    differs(key, theirs.dump(), mine.dump());
+  }
+}
+
+// `s`: a fresh model's state, made from c.options for the backbone that passed check_backbone.
+void fill_state(const std::string& path, Contents c, NormalityModel::State& s) {
+  const ClipConfig& cfg = s.model.config();
+  const NormalityOptions& o = c.options;
+  if (s.layers != o.layers || s.image_size != o.image_size || s.semantic_layer != o.semantic_layer)
+    bad(path, c10::str("records layers [", c10::Join(", ", o.layers), "], image size ", o.image_size,
+                       ", semantic layer ", o.semantic_layer, ", but they resolve to [", c10::Join(", ", s.layers),
+                       "], ", s.image_size, ", ", s.semantic_layer, " on this backbone (corrupted?)"));
+  if (c.shots > 0 && c.channels != s.probe.channels())
+    bad(path, c10::str("its neurons are for ", c.channels, " channels, but the model taps ", to_string(o.kind),
+                       " activations of ", s.probe.channels(), " channels (corrupted?)"));
+  const int64_t grid = o.image_size / cfg.patch_size;
+  for (size_t l = 0; l < c.galleries.size(); ++l)
+    if (c.galleries[l].size(0) != c.shots * grid * grid)
+      bad(path, c10::str("gallery ", l, " has ", c.galleries[l].size(0), " rows, expected shots x patches = ", c.shots,
+                         " x ", grid * grid, " (corrupted?)"));
+  if (c.text.defined() && c.text.size(1) != cfg.embed_dim)
+    bad(path, c10::str("'text_embeddings' is ", describe_tensor(c.text), ", expected (2, ", cfg.embed_dim,
+                       ") for this backbone's embedding size"));
+  const c10::Device dev = s.model.device();
+  s.shots = c.shots;
+  s.neurons.kind = o.kind;
+  s.neurons.channels = c.channels;
+  s.neurons.layers = std::move(c.neurons);
   // The indices are checked here, once: the scoring path then gathers without a range check.
   s.device_indices = s.validated_indices(s.neurons, "normality model file '" + path + "'");
   std::vector<at::Tensor> galleries;
-  for (const auto& g : field(top, "galleries", path).toListRef()) galleries.push_back(g.toTensor().to(dev));
+  for (const auto& g : c.galleries) galleries.push_back(g.to(dev));
   s.set_galleries(std::move(galleries));
-  const c10::IValue& text = field(top, "text_embeddings", path);
-  if (!text.isNone()) s.text = text.toTensor().to(dev);
-  const c10::IValue& it = field(top, "image_threshold", path);
-  const c10::IValue& pt = field(top, "pixel_threshold", path);
-  if (!it.isNone()) s.image_threshold = it.toDouble();
-  if (!pt.isNone()) s.pixel_threshold = pt.toDouble();
+  if (c.text.defined()) s.text = c.text.to(dev);
+  s.image_threshold = c.image_threshold;
+  s.pixel_threshold = c.pixel_threshold;
   s.fitted = true;
-  TORCH_CHECK_VALUE(s.neurons.layers.size() == s.galleries.size() &&
-                        (s.shots == 0 || s.neurons.layers.size() == s.layers.size()),
-                    "normality model file '", path, "' is inconsistent: ", s.neurons.layers.size(), " neuron layers, ",
-                    s.galleries.size(), " galleries, ", s.layers.size(), " tapped layers (corrupted?)");
-  for (size_t l = 0; l < s.galleries.size(); ++l)
-    TORCH_CHECK_VALUE(s.galleries[l].size(1) == s.neurons.layers[l].indices.numel(), "normality model file '", path,
-                      "' is inconsistent: layer ", s.neurons.layers[l].layer, " has ",
-                      s.neurons.layers[l].indices.numel(), " neurons but a gallery of ", s.galleries[l].sizes(),
-                      " (corrupted?)");
-  const std::string sum = field(top, "checksum", path).toStringRef();
-  TORCH_CHECK_VALUE(sum == content_hash(s), "normality model file '", path,
-                    "' is corrupted: its checksum does not match its contents");
-  return m;
+}
+
+}  // namespace normality_io_detail
+
+void NormalityModel::save(const std::string& path) const {
+  using nlohmann::json;
+  const State& s = *state_;
+  TORCH_CHECK(s.fitted, "NormalityModel.save: the model is not fitted: call fit(normal_images) first");
+  const NormalityOptions& o = s.options;
+  const ClipConfig& c = s.model.config();
+  json options = {{"layers", s.layers},
+                  {"k", o.k},
+                  {"score", to_string(o.score)},
+                  {"seed", o.seed},
+                  {"kind", to_string(o.kind)},
+                  {"image_size", s.image_size},
+                  {"text_weight", o.text_weight},
+                  {"class_name", o.class_name},
+                  {"normal_prompts", s.normal_prompts},
+                  {"anomaly_prompts", s.anomaly_prompts},
+                  {"semantic_layer", s.semantic_layer},
+                  {"pooling", to_string(o.pooling)},
+                  {"blur_sigma", o.blur_sigma},
+                  {"gallery_tile", o.gallery_tile},
+                  {"batch_size", o.batch_size}};
+  json backbone = {{"weights_fingerprint", s.model.weights_fingerprint()},
+                   {"describe", c.describe()},
+                   {"activation", to_string(c.activation)},
+                   {"vision_heads", c.vision_heads},
+                   {"patch_size", c.patch_size},
+                   {"vision_width", c.vision_width},
+                   {"embed_dim", c.embed_dim},
+                   {"image_mean", {c.image_mean[0], c.image_mean[1], c.image_mean[2]}},
+                   {"image_std", {c.image_std[0], c.image_std[1], c.image_std[2]}}};
+  json neurons = json::array();
+  std::map<std::string, at::Tensor> tensors;
+  for (size_t l = 0; l < s.neurons.layers.size(); ++l) {
+    const LayerNeurons& n = s.neurons.layers[l];
+    neurons.push_back({{"layer", n.layer}, {"k", n.indices.numel()}});
+    const std::string stem = "neurons." + std::to_string(l) + ".";
+    tensors[stem + "indices"] = n.indices;
+    tensors[stem + "scores"] = n.scores;
+    tensors[stem + "mean"] = n.mean;
+    tensors[stem + "std"] = n.std;
+    tensors["galleries." + std::to_string(l)] = s.galleries[l];
+  }
+  if (s.text.defined()) tensors["text_embeddings"] = s.text;
+  auto optional = [](const std::optional<double>& v) { return v ? json(*v) : json(nullptr); };
+  json top = {{"format", "lake-normality"},
+              {"format_version", kNormalityFormatVersion},
+              {"lake_version", LAKE_VERSION_STRING},
+              {"backbone", backbone},
+              {"options", options},
+              {"shots", s.shots},
+              {"channels", s.probe.channels()},
+              {"neurons", neurons},
+              {"gallery_rows", s.galleries.empty() ? int64_t(0) : s.galleries[0].size(0)},
+              {"text_embeddings", s.text.defined()},
+              {"image_threshold", optional(s.image_threshold)},
+              {"pixel_threshold", optional(s.pixel_threshold)}};
+  std::string header;
+  try {
+    top["checksum"] = detail::normality_v2_checksum(top, tensors);
+    header = top.dump();
+  } catch (const json::exception& e) {
+    TORCH_CHECK_VALUE(false, "NormalityModel.save: a prompt or the class name is not valid UTF-8: ", e.what());
+  }
+  detail::write_safetensors(path, tensors, {{detail::kNormalityMetadataKey, header}}, std::nullopt,
+                            "NormalityModel.save");
+}
+
+NormalityModel NormalityModel::load(const std::string& path, ClipModel model) {
+  using namespace normality_io_detail;
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK_VALUE(in.good(), "normality model file '", path, "' does not exist or is not readable");
+  char head[9] = {};
+  in.read(head, sizeof head);
+  const std::streamsize got = in.gcount();
+  in.close();
+  const bool zip = got >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0;
+  const bool safetensors = got == 9 && head[8] == '{';
+  TORCH_CHECK_VALUE(zip || safetensors, "'", path, "' is not a LAKE normality model file (expected the safetensors ",
+                    "file of format version 2, or the zip archive of version 1, written by NormalityModel.save)");
+  Contents c = zip ? read_v1(path) : read_v2(path);
+  check_backbone(path, c, model);
+  std::optional<NormalityModel> m;
+  try {
+    m.emplace(std::move(model), c.options);
+  } catch (const c10::Error& e) {
+    bad(path, c10::str("its options do not fit the given model: ", e.what_without_backtrace()));
+  }
+  fill_state(path, std::move(c), *m->state_);
+  return std::move(*m);
 }
 
 }  // namespace lake

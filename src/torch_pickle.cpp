@@ -178,10 +178,58 @@ class Reader {
     TORCH_CHECK(args->kind == Kind::Tuple && args->items.size() > k, "'", path_, "': malformed call to ", fn);
     return args->items[k];
   }
-  std::vector<int64_t> ints(const PyValuePtr& t) {
+  std::vector<int64_t> ints(const PyValuePtr& t, const char* what) {
+    TORCH_CHECK(t->kind == Kind::Tuple || t->kind == Kind::List, "'", path_, "': a tensor's ", what,
+                " is not a tuple");
     std::vector<int64_t> out;
-    for (const auto& x : t->items) out.push_back(x->i);
+    for (const auto& x : t->items) {
+      TORCH_CHECK(x->kind == Kind::Int, "'", path_, "': a tensor's ", what, " holds a non-integer");
+      out.push_back(x->i);
+    }
     return out;
+  }
+
+  // A tensor over `storage` (1-D, numel elements): its sizes, strides and offset must stay
+  // inside the storage (set_ would otherwise grow it, or read outside it), and it may not
+  // have more elements than the storage (a stride-0 expansion to a size the file chose).
+  // All checked before the view is made.
+  at::Tensor tensor_view(const at::Tensor& storage, const PyValuePtr& offset_v, const PyValuePtr& sizes_v,
+                         const PyValuePtr& strides_v) {
+    TORCH_CHECK(offset_v->kind == Kind::Int, "'", path_, "': a tensor's storage offset is not an integer");
+    const int64_t offset = offset_v->i;
+    const std::vector<int64_t> sizes = ints(sizes_v, "size"), strides = ints(strides_v, "stride");
+    auto shape = [&] { return c10::str("sizes ", at::IntArrayRef(sizes), ", strides ", at::IntArrayRef(strides),
+                                       ", offset ", offset); };
+    TORCH_CHECK(sizes.size() == strides.size(), "'", path_, "': a tensor has ", shape(),
+                ": expected as many sizes as strides");
+    TORCH_CHECK(offset >= 0, "'", path_, "': a tensor has ", shape(), ": expected a non-negative offset");
+    const int64_t storage_numel = storage.numel();
+    bool empty = false;
+    int64_t last = offset;  // the largest element index the tensor reaches
+    int64_t numel = 1;
+    bool numel_overflows = false;
+    for (size_t d = 0; d < sizes.size(); ++d) {
+      TORCH_CHECK(sizes[d] >= 0 && strides[d] >= 0, "'", path_, "': a tensor has ", shape(),
+                  ": expected non-negative sizes and strides");
+      if (sizes[d] == 0) empty = true;
+      numel_overflows = numel_overflows || __builtin_mul_overflow(numel, sizes[d], &numel);
+      int64_t reach = 0;
+      if (sizes[d] > 0) {
+        TORCH_CHECK_VALUE(!__builtin_mul_overflow(sizes[d] - 1, strides[d], &reach) &&
+                              !__builtin_add_overflow(last, reach, &last),
+                          "'", path_, "': a tensor has ", shape(), ", which overflows");
+      }
+    }
+    TORCH_CHECK_VALUE(empty || last < storage_numel, "'", path_, "': a tensor has ", shape(),
+                      " but its storage holds ", storage_numel,
+                      " elements: it reaches past its storage (corrupted?)");
+    TORCH_CHECK_VALUE(!empty || offset <= storage_numel, "'", path_, "': a tensor has ", shape(),
+                      " but its storage holds ", storage_numel, " elements");
+    TORCH_CHECK_VALUE(empty || (!numel_overflows && numel <= storage_numel), "'", path_, "': a tensor has ",
+                      shape(), " (", numel_overflows ? "more than 2^63" : std::to_string(numel),
+                      " elements) but its storage holds ", storage_numel,
+                      ": more elements than the storage, beyond the tensor-vs-storage limit");
+    return at::empty({0}, storage.options()).set_(storage.storage(), offset, sizes, strides);
   }
 
   PyValuePtr call(const PyValuePtr& fn, const PyValuePtr& args) {
@@ -191,10 +239,15 @@ class Reader {
       const auto& st = arg(args, 0, f.c_str());
       TORCH_CHECK(st->kind == Kind::Storage, "'", path_, "': tensor without storage");
       auto v = make(Kind::Tensor);
-      v->tensor = at::empty({0}, st->tensor.options())
-                      .set_(st->tensor.storage(), arg(args, 1, f.c_str())->i, ints(arg(args, 2, f.c_str())),
-                            ints(arg(args, 3, f.c_str())));
+      v->tensor = tensor_view(st->tensor, arg(args, 1, f.c_str()), arg(args, 2, f.c_str()), arg(args, 3, f.c_str()));
       return v;
+    }
+    // LibTorch's pickler (torch::jit::pickle_save) wraps typed lists and dicts in these
+    // helpers; each returns its first argument.
+    if (f == "torch.jit._pickle.restore_type_tag" || f == "torch.jit._pickle.build_intlist" ||
+        f == "torch.jit._pickle.build_doublelist" || f == "torch.jit._pickle.build_boollist" ||
+        f == "torch.jit._pickle.build_tensorlist") {
+      return arg(args, 0, f.c_str());
     }
     if (f == "torch._utils._rebuild_parameter" || f == "torch._utils._rebuild_parameter_with_state") {
       return arg(args, 0, f.c_str());
@@ -213,6 +266,8 @@ class Reader {
     if (it != storages_.end()) return it->second;
     const c10::ScalarType dtype = storage_dtype(pid->items[1]->s, path_);
     const int64_t numel = pid->items[4]->i;
+    TORCH_CHECK(pid->items[4]->kind == Kind::Int && numel >= 0, "'", path_, "': a storage claims ", numel,
+                " elements");
     const std::string record = "data/" + key;
     TORCH_CHECK(zip_.hasRecord(record), "'", path_, "': tensor data record '", record, "' is missing");
     at::DataPtr ptr;
@@ -223,9 +278,10 @@ class Reader {
       TORCH_CHECK(false, "'", path_, "': tensor data record '", record, "' could not be read (truncated file?): ",
                   e.what_without_backtrace());
     }
-    const size_t need = static_cast<size_t>(numel) * c10::elementSize(dtype);
-    TORCH_CHECK(size >= need, "'", path_, "': tensor data record '", record, "' holds ", size, " bytes, expected ",
-                need);
+    size_t need = 0;
+    TORCH_CHECK(!__builtin_mul_overflow(static_cast<size_t>(numel), c10::elementSize(dtype), &need) && size >= need,
+                "'", path_, "': tensor data record '", record, "' holds ", size, " bytes, expected ", numel, " x ",
+                c10::elementSize(dtype));
     auto v = make(Kind::Storage);
     v->tensor = at::empty({numel}, at::TensorOptions().dtype(dtype));
     if (need) std::memcpy(v->tensor.data_ptr(), ptr.get(), need);

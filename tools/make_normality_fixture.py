@@ -6,6 +6,11 @@ Writes tests/data/normality_v<N>.lake: a tiny model (the factory's "tiny" CLIP, 
 exported with its vocabulary; K = 4; one shot) that tests/python/test_normality.py loads
 with every later LAKE to prove that old files stay readable. Run it once per new format
 version and commit the file beside the older ones; never regenerate an old version.
+
+It is a data fixture fitted on random weights, a few KB. From version 2 on the file names
+its backbone by ClipModel.weights_fingerprint, a hash of the image tower as stored in the
+archive: the export written here stores the same fp32 tensors under the same names as the
+factory's tiny_export.pt, so the tests load it onto that archive (in any dtype).
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ class NormalityModel {
   /// explain one image file; the maps at the file's resolution.
   std::vector<NeuronDeviation> explain_file(const std::string& path, int64_t top = 10) const;
 
-  /// Writes a versioned file atomically (a temporary file renamed into place).
+  /// Writes a versioned file atomically (a temporary file renamed into place): format version 2,
+  /// a safetensors file with a JSON header (src/detail/normality_file.h, docs/method.md).
   void save(const std::string& path) const;
   /// Reads a file written by `save` (any supported format version) for `model`; errors on
   /// a different backbone (fingerprint), truncated or corrupted files, newer versions.
@@ -147,6 +148,6 @@ class NormalityModel {
 std::vector<std::string> default_prompts(const std::string& class_name, bool anomalous);
 
 /// The current format version written by NormalityModel::save.
-constexpr int64_t kNormalityFormatVersion = 1;
+constexpr int64_t kNormalityFormatVersion = 2;
 
 }  // namespace lake

@@ -10,6 +10,7 @@ import torch
 
 from . import _C
 from ._clip import ClipModel
+from ._model_file import read_model_file  # noqa: F401  (re-exported by pylake)
 from ._tokenize import default_vocabulary_path
 from .datasets import image_paths
 
@@ -61,21 +62,6 @@ def load_images(paths: Sequence[Union[str, os.PathLike]], model: ClipModel, size
     if size is None:
         return torch.stack([_C.clip_normalize(x, mean, std) for x in images])
     return torch.stack([_C.clip_preprocess(x, int(size), mean, std) for x in images])
-
-
-def read_model_file(path: Union[str, os.PathLike]) -> dict:
-    """The raw contents of a ``.lake`` file (format version 1: a dict of options, neurons,
-    galleries, thresholds, ...), for inspection without a backbone. Read with
-    ``torch.load(weights_only=True)``: no code from the file runs. The only globals allowed
-    are TorchScript's pickle helpers that rebuild typed lists (LibTorch's pickler writes
-    them); they return their argument. To use a model, call :meth:`NormalityModel.load`,
-    which also checks the file."""
-    import torch.jit._pickle as jit_pickle  # noqa: PLC0415
-
-    builders = [jit_pickle.restore_type_tag, jit_pickle.build_intlist, jit_pickle.build_doublelist,
-                jit_pickle.build_boollist, jit_pickle.build_tensorlist]
-    with torch.serialization.safe_globals(builders):
-        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
 
 
 def _file_list(images) -> Optional[List[str]]:
@@ -214,12 +200,17 @@ class NormalityModel:
         return self._m.prepare(os.fspath(path))
 
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write a versioned model file atomically."""
+        """Write the model file atomically: format version 2, a safetensors file whose
+        JSON header holds every option, the backbone's identity and a checksum (docs/method.md;
+        :func:`pylake.read_model_file` reads it back for inspection)."""
         self._m.save(os.fspath(path))
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], model: ClipModel) -> "NormalityModel":
-        """Read a file written by :meth:`save`, for the same backbone ``model``."""
+        """Read a file written by :meth:`save` (format version 2, or 1 of earlier LAKE) for
+        ``model``: the archive it was fitted on, loaded in any dtype or device, with or without
+        the text tower (version 1: the same parameters as loaded). Every field is checked
+        first; a bad file is a ``ValueError`` naming the file and the field."""
         return cls(model, _native=_C.NormalityModel.load(os.fspath(path), model))
 
     # -- state ------------------------------------------------------------------------------

@@ -54,6 +54,15 @@ struct ClipModel::Impl {
   mutable std::mutex cache_mutex;
   mutable std::map<std::pair<int64_t, int64_t>, at::Tensor> pos_cache;
   mutable std::string fingerprint;
+  // detail::stored_weights_fingerprint of the archive's tensors, taken before conversion.
+  std::string weights_fingerprint;
 };
+
+namespace detail {
+/// A hash of the floating-point image-tower tensors ("visual.*") exactly as stored: names,
+/// stored dtypes, shapes and bytes (defined in clip_model.cpp). build_clip takes it before
+/// converting, so every load of one archive (any dtype, device, load_text) gives one value.
+std::string stored_weights_fingerprint(const std::map<std::string, at::Tensor>& tensors);
+}  // namespace detail
 
 }  // namespace lake

@@ -110,10 +110,10 @@ def test_save_load_roundtrip(clip, fitted, tmp_path):
     assert back.image_threshold == fitted.image_threshold and back.layers == fitted.layers
     for n1, n2 in zip(fitted.neurons, back.neurons):
         assert torch.equal(n1["indices"], n2["indices"]) and torch.equal(n1["std"], n2["std"])
-    # The file is a torch.save dict (LibTorch's pickler): inspectable without a backbone, and
-    # without running code from it (weights_only=True).
+    # The file (format version 2: safetensors + a JSON header) is inspectable without a
+    # backbone, and without running code from it.
     raw = pylake.read_model_file(path)
-    assert raw["format"] == "lake-normality" and raw["format_version"] == 1
+    assert raw["format"] == "lake-normality" and raw["format_version"] == 2
     assert raw["galleries"][0].shape == (2 * 16, 8)
 
 
@@ -133,11 +133,13 @@ def test_old_format_versions_stay_readable(clip):
 def test_refuses_bad_files(clip, fitted, tmp_path, fixtures_dir):
     path = tmp_path / "m.lake"
     fitted.save(path)
-    raw = pylake.read_model_file(path)
+    # Format version 1 files (torch.save zips) altered from the committed fixture; version 2
+    # files are crafted in test_normality_io.py.
+    raw = pylake.read_model_file(DATA / "normality_v1.lake")
 
-    newer = dict(raw, format_version=2)
+    newer = dict(raw, format_version=3)
     torch.save(newer, tmp_path / "newer.lake")
-    with pytest.raises(ValueError, match="format version 2; this LAKE .* reads versions 1..1: upgrade LAKE"):
+    with pytest.raises(ValueError, match="format version 3; this LAKE .* reads versions 1..2: upgrade LAKE"):
         pylake.NormalityModel.load(tmp_path / "newer.lake", clip)
 
     corrupted = dict(raw, galleries=[g.clone() for g in raw["galleries"]])
@@ -164,7 +166,7 @@ def test_refuses_bad_files(clip, fitted, tmp_path, fixtures_dir):
 
     data = path.read_bytes()
     (tmp_path / "truncated.lake").write_bytes(data[: len(data) // 2])
-    with pytest.raises(RuntimeError, match="truncated or corrupted"):
+    with pytest.raises(ValueError, match="truncated or corrupted"):
         pylake.NormalityModel.load(tmp_path / "truncated.lake", clip)
 
     other = pylake.load_clip(fixtures_dir / "plus240_state_dict.pt")
