@@ -97,8 +97,9 @@ class ClipModel {
   /// 64-bit hash of the archive's image-tower parameters ("visual.*") as stored in the file:
   /// names, stored dtypes, shapes and bytes, taken before conversion to the compute dtype and
   /// device. Every load of one archive has the same value whatever its dtype, device or
-  /// load_text (the text tower is not hashed); another archive of the same weights (a
-  /// re-export, an fp16 copy) has another. Identifies the backbone of a `.lake` file (v2).
+  /// load_text (the text tower is not hashed). The same image-tower tensors stored in the same
+  /// dtype give the same value in any file; stored in another dtype (an fp16 copy), another.
+  /// Identifies the backbone of a `.lake` file (format version 2).
   const std::string& weights_fingerprint() const;
 
   const Impl& impl() const { return *impl_; }

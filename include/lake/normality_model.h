@@ -116,8 +116,11 @@ class NormalityModel {
   /// Writes a versioned file atomically (a temporary file renamed into place): format version 2,
   /// a safetensors file with a JSON header (src/detail/normality_file.h, docs/method.md).
   void save(const std::string& path) const;
-  /// Reads a file written by `save` (any supported format version) for `model`; errors on
-  /// a different backbone (fingerprint), truncated or corrupted files, newer versions.
+  /// Reads a file written by `save` (format version 2, or 1) for `model`: a load of the archive
+  /// it was fitted on, in any dtype or device, with or without the text tower (version 2;
+  /// ClipModel::weights_fingerprint). Every field is checked against the file before use; a
+  /// c10::ValueError names the file and the field for a different backbone, a truncated,
+  /// corrupted or inconsistent file, or a version this LAKE does not read.
   static NormalityModel load(const std::string& path, ClipModel model);
 
   const NormalityOptions& options() const;
