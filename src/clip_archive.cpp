@@ -6,9 +6,9 @@
 #include "detail/safetensors.h"
 #include "detail/torch_pickle.h"
 
+#include "detail/limits.h"
+
 #include <caffe2/serialize/inline_container.h>
-#include <torch/csrc/jit/serialization/import.h>
-#include <torch/script.h>
 
 #include <cstring>
 #include <filesystem>
@@ -38,24 +38,18 @@ bool file_exists(const std::string& path) {
   return in.good();
 }
 
-// A zip archive's records, opened once; wraps the reader's errors with the path.
+// A zip archive's records, opened once, its directory checked against the file first.
 std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_zip(const std::string& path) {
-  try {
-    return std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "CLIP archive '", path,
-                "' is not a readable zip archive (truncated or corrupted?): ",
-                e.what_without_backtrace());
-  }
+  return open_torch_zip(path, "CLIP archive");
 }
 
-// TorchScript code records mention QuickGELU's constant 1.702, or aten::gelu.
-std::optional<Activation> activation_from_code(caffe2::serialize::PyTorchStreamReader& zip) {
+// TorchScript code records mention QuickGELU's constant 1.702, or aten::gelu. They are read
+// as text (never compiled), each at most limits::kMaxCodeRecordBytes.
+std::optional<Activation> activation_from_code(caffe2::serialize::PyTorchStreamReader& zip, const std::string& path) {
   bool quick = false, gelu = false;
   for (const auto& name : zip.getAllRecords()) {
     if (name.rfind("code/", 0) != 0 || name.size() < 3 || name.substr(name.size() - 3) != ".py") continue;
-    auto [data, size] = zip.getRecord(name);
-    std::string code(static_cast<const char*>(data.get()), size);
+    const std::string code = read_zip_record(zip, path, name, limits::kMaxCodeRecordBytes, "code record size");
     quick = quick || code.find("1.702") != std::string::npos;
     gelu = gelu || code.find("torch.gelu(") != std::string::npos;
   }
@@ -64,36 +58,56 @@ std::optional<Activation> activation_from_code(caffe2::serialize::PyTorchStreamR
   return std::nullopt;
 }
 
-void collect_module_tensors(const torch::jit::Module& module, RawArchive& out) {
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) out.tensors[p.name] = p.value;
-  for (const auto& b : module.named_buffers(/*recurse=*/true)) {
-    if (!out.tensors.count(b.name)) out.tensors[b.name] = b.value;
+// A TorchScript module pickles as an object whose BUILD state is the dict of its attributes:
+// parameters and buffers as tensors, submodules as objects (their own attribute dicts),
+// `training` and other plain values. The tensors, named by their attribute path as
+// named_parameters() / named_buffers() name them. Objects whose state is not a dict
+// (scripted classes with __getstate__) hold no module tensors and are not entered.
+void collect_module_tensors(const PyValue& object, const std::string& prefix, RawArchive& out) {
+  if (object.kind != PyValue::Kind::Object || !object.state || object.state->kind != PyValue::Kind::Dict) return;
+  for (const auto& [key, value] : object.state->dict) {
+    if (key->kind != PyValue::Kind::Str) continue;
+    const std::string name = prefix + key->s;
+    if (value->kind == PyValue::Kind::Tensor) {
+      out.tensors.emplace(name, value->tensor);
+    } else if (value->kind == PyValue::Kind::Object) {
+      collect_module_tensors(*value, name + ".", out);  // depth <= limits::kMaxPickleDepth
+    }
   }
 }
 
-void read_torchscript(const std::string& path, caffe2::serialize::PyTorchStreamReader& zip,
-                      RawArchive& out) {
-  const bool has_lake_config = zip.hasRecord(std::string("extra/") + kLakeConfigFile);
-  torch::jit::ExtraFilesMap extra;
-  if (has_lake_config) {
-    extra[kLakeConfigFile] = "";
-    extra[kLakeVocabFile] = "";
-  }
-  torch::jit::Module module;
+// Read without torch::jit::load, which would compile the archive's code and run scripted
+// classes' __setstate__: the weights come from data.pkl and the data/ records through
+// LAKE's code-free pickle reader; the code records are only searched as text.
+void read_torchscript(const std::string& path, caffe2::serialize::PyTorchStreamReader& zip, RawArchive& out) {
+  TORCH_CHECK_VALUE(zip.hasRecord("data.pkl"), "CLIP archive '", path,
+                    "' is a TorchScript archive without data.pkl (its module and weights)");
+  PyValuePtr root;
   try {
-    module = torch::jit::load(path, c10::Device(c10::kCPU), extra);
+    root = read_pickle_record(path, zip, "data.pkl", "data/");
+  } catch (const c10::ValueError& e) {
+    TORCH_CHECK_VALUE(false, "CLIP archive ", e.what_without_backtrace());
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "CLIP archive '", path, "' is a TorchScript archive that could not be loaded: ",
+    TORCH_CHECK(false, "CLIP archive '", path, "' is a TorchScript archive that could not be read: ",
                 e.what_without_backtrace());
   }
-  collect_module_tensors(module, out);
-  if (has_lake_config) {
-    out.lake_config = parse_key_values(extra[kLakeConfigFile], path + ":" + kLakeConfigFile);
-    out.vocabulary = extra[kLakeVocabFile];
+  TORCH_CHECK_VALUE(root->kind == PyValue::Kind::Object && root->state && root->state->kind == PyValue::Kind::Dict,
+                    "CLIP archive '", path, "' is a TorchScript archive whose data.pkl is not a module ",
+                    "(an object with a dict of attributes)");
+  collect_module_tensors(*root, "", out);
+  root.reset();
+  const std::string config = std::string("extra/") + kLakeConfigFile;
+  if (zip.hasRecord(config)) {
+    const std::string vocab = std::string("extra/") + kLakeVocabFile;
+    out.lake_config = parse_key_values(read_zip_record(zip, path, config, limits::kMaxCodeRecordBytes,
+                                                       "code record size"),
+                                       path + ":" + kLakeConfigFile);
+    if (zip.hasRecord(vocab))
+      out.vocabulary = read_zip_record(zip, path, vocab, limits::kMaxVocabularyBytes, "vocabulary size");
     check_lake_export_config(out, path, kLakeExportTorchScriptVersion);  // LAKE export v1
   } else {
     out.kind = ArchiveKind::OpenAIJit;
-    out.activation_hint = activation_from_code(zip);
+    out.activation_hint = activation_from_code(zip, path);
   }
 }
 
@@ -101,6 +115,8 @@ std::map<std::string, at::Tensor> state_dict_tensors(const std::string& path) {
   PyValuePtr value;
   try {
     value = read_torch_save(path);
+  } catch (const c10::ValueError& e) {
+    TORCH_CHECK_VALUE(false, "CLIP archive ", e.what_without_backtrace());
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "CLIP archive ", e.what_without_backtrace());
   }

@@ -220,9 +220,15 @@ ClipModel load_clip(const std::string& path, const LoadOptions& options) {
 
 namespace detail {
 
-ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions& options) {
-  check_load_options(options);
-  std::string weights_fingerprint = stored_weights_fingerprint(raw.tensors);  // before any conversion
+namespace {
+
+// One pass of build_clip: with `final_pass` false it only infers the architecture and checks
+// every shape on the tensors as stored (nothing converted, nothing kept); build_clip runs
+// that first, so that a file whose shapes are not a CLIP's fails before any conversion
+// allocates, then the final pass, which converts and builds.
+ClipModel build_clip_pass(RawArchive& raw, const std::string& path, const LoadOptions& options, bool final_pass) {
+  std::string weights_fingerprint;
+  if (final_pass) weights_fingerprint = stored_weights_fingerprint(raw.tensors);  // before any conversion
   // Convert the floating-point tensors once, in place (the image tower always, the
   // text tower when asked for); integer entries (OpenAI's input_resolution, ...) stay.
   for (auto it = raw.tensors.begin(); it != raw.tensors.end();) {
@@ -231,7 +237,7 @@ ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions&
       it = raw.tensors.erase(it);
       continue;
     }
-    if (at::isFloatingType(it->second.scalar_type())) it->second = convert(it->second, options);
+    if (final_pass && at::isFloatingType(it->second.scalar_type())) it->second = convert(it->second, options);
     ++it;
   }
   Reader r{raw, path};
@@ -337,6 +343,7 @@ ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions&
   impl->weights_fingerprint = std::move(weights_fingerprint);
   impl->device = options.device;
   impl->dtype = options.dtype;
+  if (!final_pass) return ClipModel(std::move(impl));
   if (!raw.vocabulary.empty()) {
     try {
       impl->tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_bytes(raw.vocabulary, path + ":" + raw.vocabulary_where));
@@ -347,6 +354,14 @@ ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions&
   }
   impl->vocabulary = std::move(raw.vocabulary);
   return ClipModel(std::move(impl));
+}
+
+}  // namespace
+
+ClipModel build_clip(RawArchive raw, const std::string& path, const LoadOptions& options) {
+  check_load_options(options);
+  build_clip_pass(raw, path, options, /*final_pass=*/false);  // shapes first, on the stored tensors
+  return build_clip_pass(raw, path, options, /*final_pass=*/true);
 }
 
 }  // namespace detail

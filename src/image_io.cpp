@@ -9,6 +9,7 @@
 #include "lake/image_io.h"
 
 #include "detail/atomic_file.h"
+#include "detail/limits.h"
 
 #include <ATen/ATen.h>
 
@@ -32,6 +33,9 @@
 namespace lake::detail::image_io {
 namespace {
 
+static_assert(ImageReadOptions{}.max_pixels == limits::kDefaultMaxImagePixels,
+              "detail/limits.h documents ImageReadOptions' default pixel limit");
+
 // ---- files ------------------------------------------------------------------------
 
 std::vector<unsigned char> read_file(const std::string& path) {
@@ -45,6 +49,8 @@ std::vector<unsigned char> read_file(const std::string& path) {
   TORCH_CHECK_VALUE(in.good(), "image file '", path, "' could not be opened for reading");
   const std::streamoff size = in.tellg();
   TORCH_CHECK_VALUE(size >= 0, "image file '", path, "' could not be read (no size)");
+  TORCH_CHECK_VALUE(static_cast<uint64_t>(size) <= limits::kMaxImageFileBytes, "image file '", path, "' has ", size,
+                    " bytes, more than the image file size limit of ", limits::kMaxImageFileBytes, " bytes");
   std::vector<unsigned char> bytes(static_cast<size_t>(size));
   in.seekg(0);
   in.read(reinterpret_cast<char*>(bytes.data()), size);
@@ -199,7 +205,9 @@ struct JpegState {
   jpeg_decompress_struct cinfo;
   jpeg_error_mgr err;
   std::jmp_buf jump;
+  jpeg_progress_mgr progress;
   bool finishing;  // reading what follows the last scan: running out of data is harmless
+  bool over_limit;  // stopped by a limit (message says which), not by bad data
   char message[JMSG_LENGTH_MAX];
 };
 
@@ -228,6 +236,19 @@ void jpeg_on_message(j_common_ptr c, int level) {
 }
 
 void jpeg_on_output(j_common_ptr) {}
+
+// Called by libjpeg as it reads each scan: a progressive JPEG of many scans (each re-reads
+// the whole coefficient buffer) stops at limits::kMaxJpegScans.
+void jpeg_on_progress(j_common_ptr c) {
+  if (!c->is_decompressor) return;
+  const int scans = reinterpret_cast<j_decompress_ptr>(c)->input_scan_number;
+  if (scans <= limits::kMaxJpegScans) return;
+  JpegState* s = jpeg_state(c);
+  std::snprintf(s->message, sizeof(s->message), "it has more than %d scans, the JPEG scan limit",
+                limits::kMaxJpegScans);
+  s->over_limit = true;
+  std::longjmp(s->jump, 1);
+}
 
 bool jpeg_stage_header(JpegState* s, const unsigned char* data, size_t size) {
   if (setjmp(s->jump)) return false;
@@ -279,6 +300,7 @@ Hwc decode_jpeg(const std::vector<unsigned char>& bytes, const std::string& path
   s.err.error_exit = &jpeg_on_error;
   s.err.emit_message = &jpeg_on_message;
   s.err.output_message = &jpeg_on_output;
+  s.progress.progress_monitor = &jpeg_on_progress;
   JpegGuard guard{&s};  // jpeg_destroy_decompress is a no-op on a zeroed, never-created struct
 
   TORCH_CHECK_VALUE(bytes.size() <= std::numeric_limits<unsigned long>::max(), "image file '", path,
@@ -286,6 +308,7 @@ Hwc decode_jpeg(const std::vector<unsigned char>& bytes, const std::string& path
   TORCH_CHECK_VALUE(jpeg_stage_header(&s, bytes.data(), bytes.size()), "image file '", path,
                     "' is a corrupt or truncated JPEG: ", s.message);
   check_pixels(s.cinfo.image_width, s.cinfo.image_height, options, path, "JPEG");
+  s.cinfo.progress = &s.progress;
 
   // PIL's settings: full size, accurate integer DCT, fancy upsampling, and its colour
   // spaces (grey stays grey, CMYK/YCCK become CMYK, everything else RGB).
@@ -303,13 +326,15 @@ Hwc decode_jpeg(const std::vector<unsigned char>& bytes, const std::string& path
   s.cinfo.do_fancy_upsampling = TRUE;
   s.cinfo.do_block_smoothing = TRUE;
 
-  TORCH_CHECK_VALUE(jpeg_stage_start(&s), "image file '", path, "' is a corrupt or truncated JPEG: ", s.message);
+  TORCH_CHECK_VALUE(jpeg_stage_start(&s), "image file '", path,
+                    s.over_limit ? "' is refused: " : "' is a corrupt or truncated JPEG: ", s.message);
   const int channels = s.cinfo.output_components;
   TORCH_INTERNAL_ASSERT(channels == 1 || channels == 3 || channels == 4, "libjpeg gave ", channels, " components");
   at::Tensor out =
       at::empty({int64_t(s.cinfo.output_height), int64_t(s.cinfo.output_width), channels}, at::kByte);
   TORCH_CHECK_VALUE(jpeg_stage_pixels(&s, out.data_ptr<uint8_t>(), size_t(s.cinfo.output_width) * channels),
-                    "image file '", path, "' is a corrupt or truncated JPEG: ", s.message);
+                    "image file '", path, s.over_limit ? "' is refused: " : "' is a corrupt or truncated JPEG: ",
+                    s.message);
   return channels == 4 ? cmyk_to_rgb(out) : out;
 }
 
@@ -421,16 +446,25 @@ at::Tensor clip_preprocess(const at::Tensor& image, int64_t size, const float me
   // so that only PIL's rounding, not ours, decides the result. Pillow (13) runs the vertical
   // pass first when the height loses more than twice as many pixels as the width, else
   // the horizontal one (measured against Pillow; older Pillow always goes horizontal first).
-  at::Tensor x = image.unsqueeze(0).to(at::kDouble);
+  // One channel at a time (the passes are per channel), so that the double copy of a large
+  // image costs 8 bytes a pixel, not 24 (detail/limits.h).
+  TORCH_CHECK_VALUE(out_h * out_w <= detail::limits::kDefaultMaxImagePixels, "clip_preprocess: resizing a ", h, "x", w,
+                    " image to ", out_h, "x", out_w, " would make more than the image pixel limit of ",
+                    detail::limits::kDefaultMaxImagePixels, " pixels");
   const bool vertical_first = out_h < h && (h - out_h) > 2 * (w - out_w);
-  if (vertical_first) {
-    x = round_clamp(at::_upsample_bicubic2d_aa(x, {out_h, w}, /*align_corners=*/false));
-    if (out_w != w) x = round_clamp(at::_upsample_bicubic2d_aa(x, {out_h, out_w}, /*align_corners=*/false));
-  } else {
-    if (out_w != w) x = round_clamp(at::_upsample_bicubic2d_aa(x, {h, out_w}, /*align_corners=*/false));
-    if (out_h != h) x = round_clamp(at::_upsample_bicubic2d_aa(x, {out_h, out_w}, /*align_corners=*/false));
+  std::vector<at::Tensor> planes;
+  for (int64_t c = 0; c < 3; ++c) {
+    at::Tensor x = image.narrow(0, c, 1).unsqueeze(0).to(at::kDouble);
+    if (vertical_first) {
+      x = round_clamp(at::_upsample_bicubic2d_aa(x, {out_h, w}, /*align_corners=*/false));
+      if (out_w != w) x = round_clamp(at::_upsample_bicubic2d_aa(x, {out_h, out_w}, /*align_corners=*/false));
+    } else {
+      if (out_w != w) x = round_clamp(at::_upsample_bicubic2d_aa(x, {h, out_w}, /*align_corners=*/false));
+      if (out_h != h) x = round_clamp(at::_upsample_bicubic2d_aa(x, {out_h, out_w}, /*align_corners=*/false));
+    }
+    planes.push_back(x.squeeze(0));
   }
-  x = x.squeeze(0);
+  at::Tensor x = at::cat(planes, 0);
   if (center_crop) {
     x = x.narrow(1, center_offset(out_h - size), size).narrow(2, center_offset(out_w - size), size);
   }

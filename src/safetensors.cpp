@@ -4,6 +4,7 @@
 #include "detail/safetensors.h"
 
 #include "detail/atomic_file.h"
+#include "detail/limits.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -161,8 +162,9 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const uint64_t n = le64(bytes);
   TORCH_CHECK_VALUE(n <= file_size - 8, "safetensors file '", path, "' declares a ", n,
                     "-byte header but the file has only ", file_size - 8, " bytes after the length");
-  TORCH_CHECK_VALUE(n <= SafetensorsLimits::kMaxHeaderBytes, "safetensors file '", path, "' declares a ", n,
-                    "-byte header, more than the ", SafetensorsLimits::kMaxHeaderBytes, "-byte limit");
+  TORCH_CHECK_VALUE(n <= limits::kMaxSafetensorsHeaderBytes, "safetensors file '", path, "' declares a ", n,
+                    "-byte header, more than the safetensors header limit of ", limits::kMaxSafetensorsHeaderBytes,
+                    " bytes");
   json header;
   try {
     header = json::parse(bytes + 8, bytes + 8 + n);

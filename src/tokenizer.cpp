@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "detail/unicode_tables.h"
+#include "detail/limits.h"
 
 // Internals live in a named namespace (with internal linkage inside) so that they cannot
 // collide with other sources when the library is compiled as a unity build.
@@ -382,6 +383,11 @@ std::string gunzip(const std::string& data, const std::string& source) {
     zs.next_out = reinterpret_cast<Bytef*>(buf.data());
     zs.avail_out = static_cast<uInt>(buf.size());
     rc = inflate(&zs, Z_NO_FLUSH);
+    if (out.size() + (buf.size() - zs.avail_out) > limits::kMaxVocabularyBytes) {  // a gzip bomb
+      inflateEnd(&zs);
+      TORCH_CHECK_VALUE(false, "vocabulary '", source, "' decompresses to more than the vocabulary size limit of ",
+                        limits::kMaxVocabularyBytes, " bytes");
+    }
     out.append(buf.data(), buf.size() - zs.avail_out);
     if (rc == Z_STREAM_END) {
       const size_t rest = zs.avail_in + (data.size() - pos);

@@ -1,14 +1,184 @@
-// A small, code-free pickle reader for torch.save zip files (see detail/torch_pickle.h).
+// A small, code-free pickle reader for torch.save zip files and TorchScript archives
+// (see detail/torch_pickle.h); every size it reads is checked against detail/limits.h.
 
 #include "detail/torch_pickle.h"
+
+#include "detail/limits.h"
 
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
 
+#include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <map>
 
+#include <sys/stat.h>
+
 namespace lake::detail {
+
+// ---- the zip directory, checked before PyTorchStreamReader (miniz) reads it ---------------
+//
+// miniz allocates a record at the size the central directory claims, and
+// PyTorchStreamReader's constructor already reads two records; so the directory is parsed
+// here first (zip64 included) and every entry checked against the file.
+namespace torch_zip {
+
+uint64_t le_at(const char* p, int n) {
+  uint64_t v = 0;
+  for (int k = 0; k < n; ++k) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[k])) << (8 * k);
+  return v;
+}
+
+class ZipCheck {
+ public:
+  ZipCheck(const std::string& path, const std::string& what)
+      : path_(path), who_(what.empty() ? "'" + path + "'" : what + " '" + path + "'"), in_(path, std::ios::binary) {}
+
+  void run() {
+    struct stat st;
+    TORCH_CHECK(::stat(path_.c_str(), &st) == 0 && in_.good(), who_, " could not be opened for reading");
+    size_ = static_cast<uint64_t>(st.st_size);
+    // End of central directory: 22 bytes + a comment of up to 65535, at the end of the file.
+    const uint64_t tail_n = std::min<uint64_t>(size_, 22 + 65535);
+    const std::string tail = read_at(size_ - tail_n, tail_n);
+    int64_t at = -1;
+    for (int64_t k = static_cast<int64_t>(tail_n) - 22; k >= 0; --k) {
+      if (le_at(tail.data() + k, 4) == 0x06054b50) {
+        at = k;
+        break;
+      }
+    }
+    corrupt_if(at < 0, "no end-of-central-directory record");
+    const char* e = tail.data() + at;
+    uint64_t entries = le_at(e + 10, 2), cd_size = le_at(e + 12, 4), cd_offset = le_at(e + 16, 4);
+    if (entries == 0xFFFF || cd_size == 0xFFFFFFFF || cd_offset == 0xFFFFFFFF) {  // zip64
+      const uint64_t eocd = size_ - tail_n + static_cast<uint64_t>(at);
+      corrupt_if(eocd < 20, "a zip64 archive without its locator");
+      const std::string loc = read_at(eocd - 20, 20);
+      corrupt_if(le_at(loc.data(), 4) != 0x07064b50, "a zip64 archive without its locator");
+      const uint64_t z64 = le_at(loc.data() + 8, 8);
+      corrupt_if(z64 > size_ || size_ - z64 < 56, "a zip64 end record outside the file");
+      const std::string rec = read_at(z64, 56);
+      corrupt_if(le_at(rec.data(), 4) != 0x06064b50, "a damaged zip64 end record");
+      entries = le_at(rec.data() + 32, 8);
+      cd_size = le_at(rec.data() + 40, 8);
+      cd_offset = le_at(rec.data() + 48, 8);
+    }
+    corrupt_if(cd_offset > size_ || cd_size > size_ - cd_offset, "a central directory outside the file");
+    TORCH_CHECK_VALUE(entries <= limits::kMaxZipEntries, who_, "'s zip directory lists ", entries,
+                      " records, more than the limit of ", limits::kMaxZipEntries, " zip records");
+    const std::string cd = read_at(cd_offset, cd_size);
+    size_t pos = 0;
+    uint64_t claimed = 0, inflated = 0;
+    for (uint64_t k = 0; k < entries; ++k) {
+      corrupt_if(cd.size() - pos < 46 || le_at(cd.data() + pos, 4) != 0x02014b50, "a damaged central directory");
+      const char* h = cd.data() + pos;
+      const uint64_t method = le_at(h + 10, 2), name_n = le_at(h + 28, 2), extra_n = le_at(h + 30, 2),
+                     comment_n = le_at(h + 32, 2);
+      uint64_t comp = le_at(h + 20, 4), uncomp = le_at(h + 24, 4), offset = le_at(h + 42, 4);
+      corrupt_if(cd.size() - pos - 46 < name_n + extra_n + comment_n, "a damaged central directory");
+      const std::string name(h + 46, name_n);
+      zip64_sizes(h + 46 + name_n, extra_n, uncomp, comp, offset);
+      pos += 46 + name_n + extra_n + comment_n;
+      check_entry(name, method, comp, uncomp, offset, claimed, inflated);
+    }
+  }
+
+ private:
+  void corrupt_if(bool bad, const char* detail) {
+    TORCH_CHECK(!bad, who_, " is not a readable zip archive (truncated or corrupted?): ", detail);
+  }
+
+  std::string read_at(uint64_t offset, uint64_t n) {
+    std::string buf(n, '\0');  // n <= the file's size (checked by every caller)
+    in_.seekg(static_cast<std::streamoff>(offset));
+    in_.read(&buf[0], static_cast<std::streamsize>(n));
+    corrupt_if(static_cast<uint64_t>(in_.gcount()) != n, "the file ends early");
+    return buf;
+  }
+
+  // The zip64 extended-information extra field replaces the 32-bit fields that are 0xFFFFFFFF.
+  void zip64_sizes(const char* extra, uint64_t n, uint64_t& uncomp, uint64_t& comp, uint64_t& offset) {
+    for (uint64_t p = 0; p + 4 <= n;) {
+      const uint64_t id = le_at(extra + p, 2), len = le_at(extra + p + 2, 2);
+      corrupt_if(n - p - 4 < len, "a damaged zip64 extra field");
+      if (id == 0x0001) {
+        uint64_t q = p + 4;
+        for (uint64_t* field : {&uncomp, &comp, &offset}) {
+          if (*field != 0xFFFFFFFF) continue;
+          corrupt_if(p + 4 + len - q < 8, "a damaged zip64 extra field");
+          *field = le_at(extra + q, 8);
+          q += 8;
+        }
+        return;
+      }
+      p += 4 + len;
+    }
+  }
+
+  void check_entry(const std::string& name, uint64_t method, uint64_t comp, uint64_t uncomp, uint64_t offset,
+                   uint64_t& claimed, uint64_t& inflated) {
+    if (method == 0) {  // stored: its bytes are in the file
+      TORCH_CHECK_VALUE(uncomp <= size_ && uncomp <= limits::kMaxZipRecordBytes, who_, ": zip record '", name,
+                        "' claims ", uncomp, " bytes, more than the zip record size limit (the file's own ", size_,
+                        " bytes, at most ", limits::kMaxZipRecordBytes, ")");
+      corrupt_if(comp != uncomp, "a stored record whose sizes disagree");
+    } else if (method == 8) {  // deflate: TorchScript's code records
+      TORCH_CHECK_VALUE(uncomp <= limits::kMaxDecompressedRecordBytes, who_, ": zip record '", name,
+                        "' decompresses to ", uncomp, " bytes, more than the decompressed record size limit of ",
+                        limits::kMaxDecompressedRecordBytes, " bytes");
+      inflated += uncomp;
+      TORCH_CHECK_VALUE(inflated <= limits::kMaxDecompressedTotalBytes, who_,
+                        ": the compressed zip records decompress to more than the total decompressed size limit of ",
+                        limits::kMaxDecompressedTotalBytes, " bytes");
+    } else {
+      TORCH_CHECK(false, who_, ": zip record '", name, "' uses compression method ", method,
+                  "; PyTorch archives use stored (0) or deflate (8) records");
+    }
+    // A local header (30 bytes + the name) and the data, inside the file; records do not overlap.
+    const uint64_t span = 30 + name.size() + comp;
+    corrupt_if(offset > size_ || size_ - offset < span, "a record that lies outside the file");
+    claimed += span;
+    TORCH_CHECK_VALUE(claimed <= size_, who_, ": the zip records claim more bytes than the file's ", size_,
+                      " (overlapping records; each byte of a record must be the file's own)");
+  }
+
+  const std::string& path_;
+  std::string who_;
+  std::ifstream in_;
+  uint64_t size_ = 0;
+};
+
+}  // namespace torch_zip
+
+std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_torch_zip(const std::string& path,
+                                                                       const std::string& what) {
+  torch_zip::ZipCheck(path, what).run();
+  try {
+    return std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, what.empty() ? "" : what + " ", "'", path,
+                "' is not a readable zip archive (truncated or corrupted?): ", e.what_without_backtrace());
+  }
+}
+
+std::string read_zip_record(caffe2::serialize::PyTorchStreamReader& zip, const std::string& path,
+                            const std::string& name, uint64_t limit, const char* limit_name) {
+  TORCH_CHECK(zip.hasRecord(name), "'", path, "': zip record '", name, "' is missing");
+  const size_t n = zip.getRecordSize(name);
+  TORCH_CHECK_VALUE(n <= limit, "'", path, "': zip record '", name, "' holds ", n, " bytes, more than the ",
+                    limit_name, " limit of ", limit, " bytes");
+  std::string out(n, '\0');
+  try {
+    if (n) zip.getRecord(name, &out[0], n);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "'", path, "': zip record '", name, "' could not be read (truncated file?): ",
+                e.what_without_backtrace());
+  }
+  return out;
+}
+
 namespace {
 
 using Kind = PyValue::Kind;
@@ -33,8 +203,9 @@ c10::ScalarType storage_dtype(const std::string& global, const std::string& path
 
 class Reader {
  public:
-  Reader(const std::string& path, caffe2::serialize::PyTorchStreamReader& zip, const std::string& pkl)
-      : path_(path), zip_(zip), data_(pkl) {}
+  Reader(const std::string& path, caffe2::serialize::PyTorchStreamReader& zip, const std::string& pkl,
+         const std::string& pickle_name, const std::string& data_dir)
+      : path_(path), zip_(zip), data_(pkl), pickle_(pickle_name), data_dir_(data_dir) {}
 
   PyValuePtr run() {
     while (true) {
@@ -46,7 +217,7 @@ class Reader {
           TORCH_CHECK(!stack_.empty(), "'", path_, "': empty pickle");
           return stack_.back();
         }
-        case '(': marks_.push_back(stack_.size()); break;
+        case '(': count(); marks_.push_back(stack_.size()); break;
         case '0': pop(); break;
         case '1': pop_mark(); break;
         case '2': push(top()); break;
@@ -73,40 +244,57 @@ class Reader {
         case 'B': push_str(Kind::Bytes, le(4)); break;
         case 0x8e: push_str(Kind::Bytes, le(8)); break;
         case ')': push(make(Kind::Tuple)); break;
-        case 't': { auto v = make(Kind::Tuple); v->items = pop_mark(); push(v); break; }
+        case 't': push(sequence(Kind::Tuple, pop_mark())); break;
         case 0x85: case 0x86: case 0x87: {
-          auto v = make(Kind::Tuple);
-          v->items.resize(op - 0x84);
-          for (size_t k = v->items.size(); k-- > 0;) v->items[k] = pop();
-          push(v);
+          std::vector<PyValuePtr> xs(op - 0x84);
+          for (size_t k = xs.size(); k-- > 0;) xs[k] = pop();
+          push(sequence(Kind::Tuple, std::move(xs)));
           break;
         }
         case ']': push(make(Kind::List)); break;
-        case 'l': { auto v = make(Kind::List); v->items = pop_mark(); push(v); break; }
-        case 'a': { auto x = pop(); top()->items.push_back(x); break; }
-        case 'e': { auto xs = pop_mark(); auto& l = top()->items; l.insert(l.end(), xs.begin(), xs.end()); break; }
+        case 'l': push(sequence(Kind::List, pop_mark())); break;
+        case 'a': { auto x = pop(); auto& l = target("APPEND"); adopt(l, x); l.items.push_back(x); break; }
+        case 'e': case 0x90: {                                        // APPENDS, ADDITEMS (a set as a list)
+          auto xs = pop_mark();
+          auto& l = target(op == 'e' ? "APPENDS" : "ADDITEMS");
+          for (const auto& x : xs) adopt(l, x);
+          l.items.insert(l.items.end(), xs.begin(), xs.end());
+          break;
+        }
         case '}': push(make(Kind::Dict)); break;
         case 'd': { auto v = make(Kind::Dict); set_items(*v, pop_mark()); push(v); break; }
-        case 's': { auto val = pop(); auto key = pop(); top()->dict.emplace_back(key, val); break; }
-        case 'u': { auto xs = pop_mark(); set_items(*top(), xs); break; }
+        case 's': {
+          auto val = pop(), key = pop();
+          auto& d = target("SETITEM");
+          adopt(d, key);
+          adopt(d, val);
+          d.dict.emplace_back(key, val);
+          break;
+        }
+        case 'u': { auto xs = pop_mark(); set_items(target("SETITEMS"), xs); break; }
         case 0x8f: push(make(Kind::List)); break;                     // EMPTY_SET (as a list)
-        case 0x90: { auto xs = pop_mark(); auto& l = top()->items; l.insert(l.end(), xs.begin(), xs.end()); break; }
-        case 0x91: { auto v = make(Kind::List); v->items = pop_mark(); push(v); break; }
+        case 0x91: push(sequence(Kind::List, pop_mark())); break;     // FROZENSET (as a list)
         case 'c': { std::string mod = line(), name = line(); push_global(mod + "." + name); break; }
         case 0x93: { auto name = pop(), mod = pop(); push_global(mod->s + "." + name->s); break; }
         case 'R': { auto args = pop(); auto fn = pop(); push(call(fn, args)); break; }
         case 0x81: { pop(); auto cls = pop(); push(object(cls)); break; }           // NEWOBJ
         case 0x92: { pop(); pop(); auto cls = pop(); push(object(cls)); break; }    // NEWOBJ_EX
-        case 'b': pop(); break;  // BUILD: object state (e.g. state_dict._metadata) is not needed
-        case 'q': memo_[u8()] = top(); break;
-        case 'r': memo_[le(4)] = top(); break;
-        case 0x94: memo_[memo_.size()] = top(); break;
+        case 'b': {  // BUILD: kept (a TorchScript module's attributes, a state dict's _metadata)
+          auto st = pop();
+          auto& obj = target("BUILD");
+          adopt(obj, st);
+          obj.state = st;
+          break;
+        }
+        case 'q': put(u8()); break;
+        case 'r': put(le(4)); break;
+        case 0x94: put(memo_.size()); break;
         case 'h': push(memo(u8())); break;
         case 'j': push(memo(le(4))); break;
         case 'Q': push(persistent(pop())); break;
         default:
           TORCH_CHECK(false, "'", path_, "': unsupported pickle opcode 0x", std::hex, static_cast<int>(op),
-                      " at byte ", std::dec, pos_ - 1);
+                      " at byte ", std::dec, pos_ - 1, " of ", pickle_);
       }
     }
   }
@@ -134,14 +322,26 @@ class Reader {
     pos_ = end + 1;
     return s;
   }
-  void push(PyValuePtr v) { stack_.push_back(std::move(v)); }
+  // Every value pushed (and every MARK) counts against the element limit.
+  void count() {
+    TORCH_CHECK_VALUE(++elements_ <= limits::kMaxPickleElements, "'", path_, "' (", pickle_,
+                      "): the pickle pushes more than the pickle element limit of ", limits::kMaxPickleElements,
+                      " values");
+  }
+  void push(PyValuePtr v) {
+    count();
+    stack_.push_back(std::move(v));
+  }
   PyValuePtr& top() {
     TORCH_CHECK(!stack_.empty(), "'", path_, "': malformed pickle (stack underflow)");
     return stack_.back();
   }
+  // A value leaves the stack only to be placed inside another (or dropped): from then on it
+  // is never modified, so no value can come to contain itself and depths stay exact.
   PyValuePtr pop() {
     auto v = top();
     stack_.pop_back();
+    v->sealed = true;
     return v;
   }
   std::vector<PyValuePtr> pop_mark() {
@@ -149,7 +349,33 @@ class Reader {
     std::vector<PyValuePtr> xs(stack_.begin() + static_cast<std::ptrdiff_t>(marks_.back()), stack_.end());
     stack_.resize(marks_.back());
     marks_.pop_back();
+    for (auto& x : xs) x->sealed = true;
     return xs;
+  }
+  // The value on top of the stack, which `op` modifies.
+  PyValue& target(const char* op) {
+    PyValue& t = *top();
+    TORCH_CHECK_VALUE(!t.sealed, "'", path_, "' (", pickle_, "): the pickle modifies a value (", op,
+                      ") after placing it inside another, as a reference cycle does; LAKE's reader refuses cycles");
+    return t;
+  }
+  void adopt(PyValue& parent, const PyValuePtr& child) {
+    parent.depth = std::max(parent.depth, child->depth + 1);
+    TORCH_CHECK_VALUE(parent.depth <= limits::kMaxPickleDepth, "'", path_, "' (", pickle_,
+                      "): the pickle nests values more than the pickle nesting depth limit of ",
+                      limits::kMaxPickleDepth, " deep");
+  }
+  PyValuePtr sequence(Kind k, std::vector<PyValuePtr> xs) {
+    auto v = make(k);
+    for (const auto& x : xs) adopt(*v, x);
+    v->items = std::move(xs);
+    return v;
+  }
+  void put(uint64_t k) {
+    TORCH_CHECK_VALUE(memo_.count(k) || static_cast<int64_t>(memo_.size()) < limits::kMaxPickleMemo, "'", path_,
+                      "' (", pickle_, "): the pickle's memo grows past the pickle memo limit of ",
+                      limits::kMaxPickleMemo, " entries");
+    memo_[k] = top();
   }
   PyValuePtr memo(uint64_t k) {
     auto it = memo_.find(k);
@@ -166,8 +392,12 @@ class Reader {
   }
   void push_str(Kind k, uint64_t n) { auto v = make(k); v->s = bytes(n); push(v); }
   void push_global(const std::string& name) { auto v = make(Kind::Global); v->s = name; push(v); }
-  static void set_items(PyValue& d, const std::vector<PyValuePtr>& xs) {
-    for (size_t k = 0; k + 1 < xs.size(); k += 2) d.dict.emplace_back(xs[k], xs[k + 1]);
+  void set_items(PyValue& d, const std::vector<PyValuePtr>& xs) {
+    for (size_t k = 0; k + 1 < xs.size(); k += 2) {
+      adopt(d, xs[k]);
+      adopt(d, xs[k + 1]);
+      d.dict.emplace_back(xs[k], xs[k + 1]);
+    }
   }
   static PyValuePtr object(const PyValuePtr& cls) {
     auto v = make(Kind::Object);
@@ -258,33 +488,42 @@ class Reader {
   }
 
   PyValuePtr persistent(const PyValuePtr& pid) {
-    // ('storage', storage_type, key, location, numel)
-    TORCH_CHECK(pid->kind == Kind::Tuple && pid->items.size() >= 5 && pid->items[0]->s == "storage", "'", path_,
-                "': unsupported persistent id in pickle");
+    // ('storage', storage_type, key, location, numel); the location is ignored (read to the CPU)
+    TORCH_CHECK(pid->kind == Kind::Tuple && pid->items.size() >= 5 && pid->items[0]->s == "storage" &&
+                    pid->items[2]->kind == Kind::Str,
+                "'", path_, "': unsupported persistent id in pickle");
     const std::string key = pid->items[2]->s;
     auto it = storages_.find(key);
     if (it != storages_.end()) return it->second;
     const c10::ScalarType dtype = storage_dtype(pid->items[1]->s, path_);
+    TORCH_CHECK(pid->items[4]->kind == Kind::Int && pid->items[4]->i >= 0, "'", path_, "': a storage claims ",
+                pid->items[4]->i, " elements");
     const int64_t numel = pid->items[4]->i;
-    TORCH_CHECK(pid->items[4]->kind == Kind::Int && numel >= 0, "'", path_, "': a storage claims ", numel,
-                " elements");
-    const std::string record = "data/" + key;
+    const std::string record = data_dir_ + key;
     TORCH_CHECK(zip_.hasRecord(record), "'", path_, "': tensor data record '", record, "' is missing");
-    at::DataPtr ptr;
-    size_t size = 0;
+    // The storage is allocated at its record's size (checked against the file when the zip
+    // was opened), never at the size the pickle claims.
+    const size_t size = zip_.getRecordSize(record);
+    const size_t elem = c10::elementSize(dtype);
+    size_t need = 0;
+    TORCH_CHECK_VALUE(!__builtin_mul_overflow(static_cast<size_t>(numel), elem, &need) && size >= need, "'", path_,
+                      "': a storage claims ", numel, " elements of ", elem, " bytes but its data record '", record,
+                      "' holds ", size, " bytes");
+    auto v = make(Kind::Storage);
+    v->tensor = at::empty({numel}, at::TensorOptions().dtype(dtype));
     try {
-      std::tie(ptr, size) = zip_.getRecord(record);
+      if (size == need) {
+        if (need) zip_.getRecord(record, v->tensor.data_ptr(), need);
+      } else {  // a record longer than its storage (bytes past the last element): read it, keep the prefix
+        std::string buf = read_zip_record(zip_, path_, record, size, "zip record size");
+        std::memcpy(v->tensor.data_ptr(), buf.data(), need);
+      }
+    } catch (const c10::ValueError&) {
+      throw;
     } catch (const c10::Error& e) {
       TORCH_CHECK(false, "'", path_, "': tensor data record '", record, "' could not be read (truncated file?): ",
                   e.what_without_backtrace());
     }
-    size_t need = 0;
-    TORCH_CHECK(!__builtin_mul_overflow(static_cast<size_t>(numel), c10::elementSize(dtype), &need) && size >= need,
-                "'", path_, "': tensor data record '", record, "' holds ", size, " bytes, expected ", numel, " x ",
-                c10::elementSize(dtype));
-    auto v = make(Kind::Storage);
-    v->tensor = at::empty({numel}, at::TensorOptions().dtype(dtype));
-    if (need) std::memcpy(v->tensor.data_ptr(), ptr.get(), need);
     storages_[key] = v;
     return v;
   }
@@ -292,7 +531,10 @@ class Reader {
   const std::string& path_;
   caffe2::serialize::PyTorchStreamReader& zip_;
   const std::string& data_;
+  const std::string pickle_;
+  const std::string data_dir_;
   size_t pos_ = 0;
+  int64_t elements_ = 0;
   std::vector<PyValuePtr> stack_;
   std::vector<size_t> marks_;
   std::map<uint64_t, PyValuePtr> memo_;
@@ -301,29 +543,20 @@ class Reader {
 
 }  // namespace
 
-PyValuePtr read_torch_save(const std::string& path) {
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
-  try {
-    zip = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "'", path, "' is not a readable torch.save zip file (truncated or corrupted?): ",
-                e.what_without_backtrace());
-  }
-  TORCH_CHECK(zip->hasRecord("data.pkl"), "'", path, "' is a zip file without data.pkl: not a torch.save file");
-  if (zip->hasRecord("byteorder")) {
-    auto [ptr, size] = zip->getRecord("byteorder");
-    std::string order(static_cast<const char*>(ptr.get()), size);
+PyValuePtr read_pickle_record(const std::string& path, caffe2::serialize::PyTorchStreamReader& zip,
+                              const std::string& pickle, const std::string& data_dir) {
+  if (zip.hasRecord("byteorder")) {
+    const std::string order = read_zip_record(zip, path, "byteorder", limits::kMaxCodeRecordBytes, "code record size");
     TORCH_CHECK(order == "little", "'", path, "' was saved on a big-endian machine; LAKE reads little-endian files");
   }
-  at::DataPtr ptr;
-  size_t size = 0;
-  try {
-    std::tie(ptr, size) = zip->getRecord("data.pkl");
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "'", path, "': data.pkl could not be read (truncated file?): ", e.what_without_backtrace());
-  }
-  const std::string pkl(static_cast<const char*>(ptr.get()), size);
-  return Reader(path, *zip, pkl).run();
+  const std::string pkl = read_zip_record(zip, path, pickle, limits::kMaxPickleBytes, "pickle record size");
+  return Reader(path, zip, pkl, pickle, data_dir).run();
+}
+
+PyValuePtr read_torch_save(const std::string& path) {
+  auto zip = open_torch_zip(path, "");
+  TORCH_CHECK(zip->hasRecord("data.pkl"), "'", path, "' is a zip file without data.pkl: not a torch.save file");
+  return read_pickle_record(path, *zip, "data.pkl", "data/");
 }
 
 }  // namespace lake::detail

@@ -23,11 +23,6 @@
 
 namespace lake::detail {
 
-/// Limits a safetensors header must respect (named in one place).
-struct SafetensorsLimits {
-  static constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  ///< 100 MB of JSON
-};
-
 struct SafetensorsFile {
   std::map<std::string, at::Tensor> tensors;          ///< CPU, the stored dtype
   std::map<std::string, std::string> metadata;        ///< "__metadata__" (string values only)
