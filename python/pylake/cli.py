@@ -11,8 +11,9 @@
 --model takes a file or folder of CLIP weights (every form in docs/archives.md) or a model
 name (`lake models`), downloaded when missing and online.
 
-Exit codes: 0 done; 1 failed while running (a corrupt file, ..., a FAIL of `lake doctor`);
-2 bad usage or input (a missing file, an unknown option value, ...). Progress goes to stderr, results to stdout
+Exit codes: 0 done; 1 failed while running (a model that could not be downloaded, a FAIL of `lake doctor`,
+...); 2 bad usage or input (a missing file, a corrupt or crafted .lake or weights file, an unknown option
+value, ...). Progress goes to stderr, results to stdout
 and the output folders; ``--quiet`` leaves only errors; the library itself prints nothing.
 Every image goes through one rule (C++ ``lake::prepare_image``): backbone at S x S, maps at
 the file's resolution, so `lake predict`, `lake eval` and ``NormalityModel.score(path)``

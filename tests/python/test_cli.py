@@ -345,7 +345,7 @@ def test_exit_codes(model, grid, tmp_path):
     bad = tmp_path / "bad.lake"
     bad.write_bytes(b"PK\x03\x04" + b"\0" * 100)
     r = lake("predict", bad, grid / "test" / "good" / "000.png", "--model", model, "--out", tmp_path / "o", check=False)
-    assert r.returncode == 1 and "bad.lake" in r.stderr
+    assert r.returncode == 2 and "bad.lake" in r.stderr  # a corrupt file is bad input (ValueError)
     r = lake("eval", "--model", model, "--dataset", "mvtec", "--root", tmp_path / "none", "--out", tmp_path / "r",
              check=False)
     assert r.returncode == 2 and "none" in r.stderr

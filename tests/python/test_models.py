@@ -340,7 +340,7 @@ def test_lake_models_lists_what_is_present(caches, fixtures_dir, tiny_hf, capsys
     assert "ViT-L/14@336px" in text and "not on this machine" in text and str(caches["clip"] / "ViT-B-32.pt") in text
 
 
-def test_cli_model_name_offline_is_a_usage_error(caches, monkeypatch, tmp_path, capsys, shared_dir):
+def test_cli_model_name_offline_fails_naming_the_file(caches, monkeypatch, tmp_path, capsys, shared_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     normal = sorted((shared_dir / "data" / "mvtec_ad" / "grid" / "train" / "good").glob("*.png"))[:1]
     if not normal:
