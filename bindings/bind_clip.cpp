@@ -77,6 +77,7 @@ void bind_clip(py::module_& m) {
       .def("parameter_names", &ClipModel::parameter_names)
       .def("parameter", &ClipModel::parameter, py::arg("name"))
       .def("fingerprint", &ClipModel::fingerprint, py::call_guard<py::gil_scoped_release>())
+      .def("weights_fingerprint", &ClipModel::weights_fingerprint)
       .def("__repr__", [](const ClipModel& c) { return "ClipModel('" + c.path() + "', " + c.config().describe() + ")"; });
 
   m.def(

@@ -23,7 +23,9 @@ Methods:
         multiples of the patch size -> ``(B, embed_dim)`` embeddings (not normalised).
     encode_text(tokens): ``(T, L)`` int64 token ids (``pylake.tokenize``) -> ``(T, embed_dim)``.
     tokenizer(): the BPE vocabulary embedded in a LAKE export, else ``None``.
-    fingerprint(): 16 hex digits identifying the weights.
+    fingerprint(): 16 hex digits identifying the weights as loaded (dtype and device included).
+    weights_fingerprint(): 16 hex digits identifying the image tower as stored in the file
+        (the same for fp16, GPU and image-only loads of one archive; what a .lake file records).
 """
 
 _DTYPES = {

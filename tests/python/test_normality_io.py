@@ -342,3 +342,15 @@ def test_sources_never_unpickle_with_code():
             for p in ([ROOT / folder] if (ROOT / folder).is_file() else (ROOT / folder).rglob("*"))
             if p.is_file() and p.suffix in (".py", ".md", ".ipynb", ".cpp", "") and needle in p.read_text(errors="ignore")]
     assert hits == []
+
+
+def test_weights_fingerprint_is_the_stored_image_tower(fixtures_dir):
+    # Python sees the identity a .lake file records: the same for another dtype and an
+    # image-only load of one archive, different from fingerprint() (weights as loaded).
+    path = fixtures_dir / "tiny_state_dict.pt"
+    a = pylake.load_clip(path, activation="quick_gelu")
+    b = pylake.load_clip(path, activation="quick_gelu", dtype=torch.float64, load_text=False)
+    assert a.weights_fingerprint() == b.weights_fingerprint()
+    assert a.fingerprint() != b.fingerprint()
+    other = pylake.load_clip(fixtures_dir / "plus240_state_dict.pt")
+    assert other.weights_fingerprint() != a.weights_fingerprint()
