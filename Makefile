@@ -2,6 +2,7 @@
 #   make demo   the main job
 #   make test   every test (C++ via CTest, Python via pytest)
 #   make sanitize  liblake and the C++ tests under ASan + UBSan, then CTest (build-sanitize/)
+#   make fuzz   every reader's libFuzzer harness for FUZZ_SECONDS each (clang; build-fuzz/)
 # Both install what is missing (Debian packages, a virtual environment) and rebuild
 # only what is out of date.
 
@@ -19,7 +20,7 @@ SYS_PKGS_LEAN := chromium
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test build develop deps venv ctest pytest clean sanitize sanitize-build
+.PHONY: all demo test build develop deps venv ctest pytest clean sanitize sanitize-build fuzz fuzz-build
 
 all: build
 
@@ -94,8 +95,33 @@ sanitize-build: deps $(SAN_BUILD)/build.ninja
 sanitize: sanitize-build
 	$(SAN_ENV) ctest --test-dir $(SAN_BUILD) --output-on-failure -j 1
 
+# ---- fuzzing (docs/archives.md, "Fuzzing") ---------------------------------------------------
+# clang's libFuzzer over every reader of untrusted files, with ASan + UBSan, in build-fuzz/
+# (build/ is not touched). tests/fuzz/run.sh runs each target for FUZZ_SECONDS with the seeds of
+# tests/fuzz/seeds/ and a working corpus in build-fuzz/corpus/, prints executions, time, exec/s,
+# peak RSS and crashes per target, and keeps minimised crashing inputs in tests/fuzz/corpus/
+# (replayed by lake_tests "[fuzz]"). The .lake target uses build/fixtures/tiny_export.pt (make
+# ctest generates it; without it that target is skipped).
+FUZZ_BUILD   := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+$(FUZZ_BUILD)/build.ninja: CMakeLists.txt tests/fuzz/CMakeLists.txt $(VENV)/.installed
+	@command -v clang++ >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DPython3_EXECUTABLE=$(abspath $(PY)) -DLAKE_FUZZ=ON -DLAKE_BUILD_TESTS=OFF -DLAKE_BUILD_PYTHON=OFF \
+	  -DLAKE_BUILD_EXAMPLES=OFF -DLAKE_WITH_CUDA=OFF
+	@echo '*' > $(FUZZ_BUILD)/.gitignore
+
+fuzz-build: deps $(FUZZ_BUILD)/build.ninja
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+fuzz: fuzz-build
+	$(PY) tests/fuzz/make_seeds.py --archives $(FUZZ_BUILD)/seeds
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 demo: build
 	$(PY) examples/python/02_demo.py --workdir $(BUILD)/demo
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) python/pylake/_C*.so
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) python/pylake/_C*.so

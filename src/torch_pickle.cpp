@@ -514,7 +514,8 @@ class Reader {
     try {
       if (size == need) {
         if (need) zip_.getRecord(record, v->tensor.data_ptr(), need);
-      } else {  // a record longer than its storage (bytes past the last element): read it, keep the prefix
+      } else if (need) {  // a record longer than its storage (bytes past the last element): read it, keep the
+                          // prefix (an empty storage reads nothing: its data_ptr may be null)
         std::string buf = read_zip_record(zip_, path_, record, size, "zip record size");
         std::memcpy(v->tensor.data_ptr(), buf.data(), need);
       }
