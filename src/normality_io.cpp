@@ -207,24 +207,10 @@ NormalityOptions options_from_json(const JsonFields& f, const json& top) {
   const std::string p = "options.";
   NormalityOptions o;
   o.layers = f.integers(od, p, "layers");
-  o.k = f.integer(od, p, "k");
-  o.score = parse_exact(f.path, "options.score", f.string(od, p, "score"), parse_sensitivity_score,
-                        [](SensitivityScore s) { return to_string(s); });
+  read_method_options(f, od, f.path, o);
   const json& seed = f.at(od, p, "seed");
   if (!seed.is_number_unsigned()) f.wrong("options.seed", seed, "a non-negative integer");
   o.seed = seed.get<uint64_t>();
-  o.kind = parse_exact(f.path, "options.kind", f.string(od, p, "kind"), parse_probe_kind,
-                       [](ProbeKind k) { return to_string(k); });
-  o.image_size = f.integer(od, p, "image_size");
-  o.text_weight = f.number(od, p, "text_weight");
-  o.class_name = f.string(od, p, "class_name");
-  o.normal_prompts = f.strings(od, p, "normal_prompts");
-  o.anomaly_prompts = f.strings(od, p, "anomaly_prompts");
-  o.semantic_layer = f.integer(od, p, "semantic_layer");
-  o.pooling = parse_exact(f.path, "options.pooling", f.string(od, p, "pooling"), parse_pooling,
-                          [](Pooling x) { return to_string(x); });
-  o.blur_sigma = f.number(od, p, "blur_sigma");
-  o.gallery_tile = f.integer(od, p, "gallery_tile");
   o.batch_size = f.integer(od, p, "batch_size");
   return o;
 }

@@ -143,22 +143,8 @@ Contents read_v1(const std::string& path) {
     if (l->kind != PyValue::Kind::Int) f.wrong("options.layers", *l, "a list of ints");
     o.layers.push_back(l->i);
   }
-  o.k = f.integer(od, p, "k");
-  o.score = parse_exact(path, "options.score", f.string(od, p, "score"), parse_sensitivity_score,
-                        [](SensitivityScore s) { return to_string(s); });
+  read_method_options(f, od, path, o);
   o.seed = static_cast<uint64_t>(f.integer(od, p, "seed"));
-  o.kind = parse_exact(path, "options.kind", f.string(od, p, "kind"), parse_probe_kind,
-                       [](ProbeKind k) { return to_string(k); });
-  o.image_size = f.integer(od, p, "image_size");
-  o.text_weight = f.number(od, p, "text_weight");
-  o.class_name = f.string(od, p, "class_name");
-  o.normal_prompts = f.strings(od, p, "normal_prompts");
-  o.anomaly_prompts = f.strings(od, p, "anomaly_prompts");
-  o.semantic_layer = f.integer(od, p, "semantic_layer");
-  o.pooling = parse_exact(path, "options.pooling", f.string(od, p, "pooling"), parse_pooling,
-                          [](Pooling x) { return to_string(x); });
-  o.blur_sigma = f.number(od, p, "blur_sigma");
-  o.gallery_tile = f.integer(od, p, "gallery_tile");
   // Added after format 1 was first written: optional, files without it use the default.
   if (f.find(od, "batch_size") != nullptr) o.batch_size = f.integer(od, p, "batch_size");
 

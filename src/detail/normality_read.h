@@ -55,4 +55,28 @@ auto parse_exact(const std::string& path, const std::string& field, const std::s
   bad(path, c10::str("field '", field, "' is '", s, "', not a value this LAKE writes"));
 }
 
+// The method options both versions store the same way, read by either version's field reader
+// (`Fields` has integer / number / string / strings(node, prefix, key), each checking the type and
+// naming the field): one list, so a new option is read in one place. Layers, seed and batch_size
+// differ between the versions and are read by each.
+template <typename Fields, typename Node>
+void read_method_options(const Fields& f, const Node& od, const std::string& path, NormalityOptions& o) {
+  const std::string p = "options.";
+  o.k = f.integer(od, p, "k");
+  o.score = parse_exact(path, "options.score", f.string(od, p, "score"), parse_sensitivity_score,
+                        [](SensitivityScore s) { return to_string(s); });
+  o.kind = parse_exact(path, "options.kind", f.string(od, p, "kind"), parse_probe_kind,
+                       [](ProbeKind k) { return to_string(k); });
+  o.image_size = f.integer(od, p, "image_size");
+  o.text_weight = f.number(od, p, "text_weight");
+  o.class_name = f.string(od, p, "class_name");
+  o.normal_prompts = f.strings(od, p, "normal_prompts");
+  o.anomaly_prompts = f.strings(od, p, "anomaly_prompts");
+  o.semantic_layer = f.integer(od, p, "semantic_layer");
+  o.pooling = parse_exact(path, "options.pooling", f.string(od, p, "pooling"), parse_pooling,
+                          [](Pooling x) { return to_string(x); });
+  o.blur_sigma = f.number(od, p, "blur_sigma");
+  o.gallery_tile = f.integer(od, p, "gallery_tile");
+}
+
 }  // namespace lake::normality_io_detail
