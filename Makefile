@@ -2,7 +2,7 @@
 #   make demo   the main job
 #   make test   every test (C++ via CTest, Python via pytest)
 #   make sanitize  liblake and the C++ tests under ASan + UBSan, then CTest (build-sanitize/)
-#   make fuzz   every reader's libFuzzer harness for FUZZ_SECONDS each (clang; build-fuzz/)
+#   make fuzz   every reader's libFuzzer harness for FUZZ_SECONDS each, or FUZZ_RUNS executions (clang; build-fuzz/)
 # Both install what is missing (Debian packages, a virtual environment) and rebuild
 # only what is out of date.
 
@@ -105,6 +105,7 @@ sanitize: sanitize-build
 FUZZ_BUILD   := build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
+FUZZ_RUNS    ?=
 
 $(FUZZ_BUILD)/build.ninja: CMakeLists.txt tests/fuzz/CMakeLists.txt $(VENV)/.installed
 	@command -v clang++ >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
@@ -118,7 +119,7 @@ fuzz-build: deps $(FUZZ_BUILD)/build.ninja
 
 fuzz: fuzz-build
 	$(PY) tests/fuzz/make_seeds.py --archives $(FUZZ_BUILD)/seeds
-	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+	FUZZ_RUNS=$(FUZZ_RUNS) tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 demo: build
 	$(PY) examples/python/02_demo.py --workdir $(BUILD)/demo

@@ -4,6 +4,8 @@
 # build-fuzz/corpus/<target>/ (kept between runs, not committed). A crashing input is minimised
 # and kept as tests/fuzz/corpus/<target>/crash-<sha1>, which lake_tests "[fuzz]" replays.
 #   tests/fuzz/run.sh [build-fuzz] [seconds] [target ...]
+# FUZZ_RUNS=N (environment) also ends a target after N executions, whichever comes first
+# (the campaigns of docs/archives.md ran each target to 1 million executions or 30 minutes).
 set -uo pipefail
 BUILD=${1:-build-fuzz}; shift || true
 SECONDS_EACH=${1:-60}; shift || true
@@ -27,7 +29,7 @@ for t in "${TARGETS[@]}"; do
   seeds=("$HERE/seeds/$t"); [ -d "$BUILD/seeds/$t" ] && seeds+=("$BUILD/seeds/$t")  # generated archive seeds
   [ -d "$HERE/seeds/$t" ] || seeds=("${seeds[@]:1}")
   "$exe" "$corpus" "${seeds[@]}" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=30 \
-    -max_len="${MAX_LEN[$t]}" -print_final_stats=1 -artifact_prefix="$crashes/" > "$log" 2>&1
+    -max_len="${MAX_LEN[$t]}" ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -print_final_stats=1 -artifact_prefix="$crashes/" > "$log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - start ))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
