@@ -107,6 +107,8 @@ void bind_normality(py::module_& m) {
       .def("fit_files", &NormalityModel::fit_files, py::arg("paths"), py::call_guard<py::gil_scoped_release>())
       .def("score_files", &NormalityModel::score_files, py::arg("paths"), py::arg("with_branches") = false,
            py::call_guard<py::gil_scoped_release>())
+      .def("score_prepared", &NormalityModel::score_prepared, py::arg("images"), py::arg("with_branches") = false,
+           py::arg("batch_size") = 0, py::call_guard<py::gil_scoped_release>())
       .def("calibrate_files", &NormalityModel::calibrate_files, py::arg("paths"), py::arg("quantile") = 0.99,
            py::arg("leave_one_out") = false, py::call_guard<py::gil_scoped_release>())
       .def("explain_file", &NormalityModel::explain_file, py::arg("path"), py::arg("top") = 10,

@@ -126,9 +126,10 @@ at::Tensor embed_prompts(const ClipModel& model, const Tokenizer& tok, const std
 // The backbone's taps of `images` (B, 3, S, S), `batch_size` images per forward, handed
 // to `fn(taps, first)` chunk by chunk (first: the chunk's first image). With batch_size 1
 // the results do not depend on how many images a call holds, bit for bit.
+// `batch_size` > 0 overrides the model's option for this call (score_prepared).
 template <typename Fn>
-void for_each_chunk(const NormalityModel::State& s, const at::Tensor& images, Fn&& fn) {
-  const int64_t B = images.size(0), step = s.options.batch_size;
+void for_each_chunk(const NormalityModel::State& s, const at::Tensor& images, Fn&& fn, int64_t batch_size = 0) {
+  const int64_t B = images.size(0), step = batch_size > 0 ? batch_size : s.options.batch_size;
   for (int64_t first = 0; first < B; first += step) fn(s.probe(images.slice(0, first, std::min(B, first + step))), first);
 }
 
@@ -309,7 +310,8 @@ struct PatchMaps {
   std::vector<at::Tensor> fused, visual, semantic;
 };
 
-PatchMaps patch_maps(const NormalityModel::State& s, const at::Tensor& x, bool with_branches, int64_t exclude_first) {
+PatchMaps patch_maps(const NormalityModel::State& s, const at::Tensor& x, bool with_branches, int64_t exclude_first,
+                     int64_t batch_size = 0) {
   TORCH_CHECK(s.fitted, "NormalityModel.score: the model is not fitted: call fit(normal_images) first");
   TORCH_CHECK_VALUE(x.size(0) > 0, "NormalityModel.score: expected a non-empty batch of images, got shape ", x.sizes());
   const double lambda = s.shots > 0 ? s.options.text_weight : 1.0;
@@ -325,7 +327,7 @@ PatchMaps patch_maps(const NormalityModel::State& s, const at::Tensor& x, bool w
       if (with_branches && visual.defined()) out.visual.push_back(visual);
       if (with_branches && semantic.defined()) out.semantic.push_back(semantic);
     }
-  });
+  }, batch_size);
   return out;
 }
 
@@ -419,6 +421,29 @@ Prediction NormalityModel::score_files(const std::vector<std::string>& paths, bo
                       " (width x height): score files of different sizes in separate calls");
   }
   return score_impl(*state_, stack_pixels(images), images[0].height, images[0].width, with_branches, -1);
+}
+
+std::vector<Prediction> NormalityModel::score_prepared(const std::vector<PreparedImage>& images, bool with_branches,
+                                                       int64_t batch_size) const {
+  TORCH_CHECK_VALUE(!images.empty(), "NormalityModel.score_prepared: expected at least one prepared image, got none");
+  TORCH_CHECK_VALUE(batch_size >= 0, "NormalityModel.score_prepared: batch_size must be >= 0 (0: the model's ",
+                    state_->options.batch_size, "), got ", batch_size);
+  const int64_t S = state_->image_size;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const at::Tensor& x = images[i].pixels;
+    TORCH_CHECK_VALUE(x.defined() && x.dim() == 3 && x.size(0) == 3 && x.size(1) == S && x.size(2) == S &&
+                          x.scalar_type() == at::kFloat && images[i].height > 0 && images[i].width > 0,
+                      "NormalityModel.score_prepared: image ", i, " expected (3, ", S, ", ", S,
+                      ") float32 pixels from this model's prepare() and a positive height and width, got ",
+                      x.defined() ? x.sizes() : at::IntArrayRef{}, " ", x.defined() ? x.scalar_type() : at::ScalarType::Undefined,
+                      ", ", images[i].height, " x ", images[i].width);
+  }
+  const PatchMaps p = patch_maps(*state_, stack_pixels(images), with_branches, -1, batch_size);
+  std::vector<Prediction> out;
+  out.reserve(images.size());
+  for (size_t i = 0; i < images.size(); ++i)
+    out.push_back(assemble(*state_, p, static_cast<int64_t>(i), 1, images[i].height, images[i].width));
+  return out;
 }
 
 void NormalityModel::calibrate(const at::Tensor& normal_images, double q, bool leave_one_out) {

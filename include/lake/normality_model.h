@@ -107,6 +107,13 @@ class NormalityModel {
   /// Scores image files of one size (H, W): maps (B, H, W). Files of different sizes are
   /// an error naming two of them: score them in separate calls.
   Prediction score_files(const std::vector<std::string>& paths, bool with_branches = false) const;
+  /// Scores images already prepared by `prepare` (files of any sizes; an input pipeline
+  /// decodes the next files while this runs): one Prediction per image (B = 1), maps at
+  /// that file's resolution. The backbone runs on `batch_size` images at a time (0: the
+  /// model's option). At batch size 1 each result is bit-identical to score_files({path});
+  /// larger batches agree with it to float rounding (docs/evaluation.md, "Batch size").
+  std::vector<Prediction> score_prepared(const std::vector<PreparedImage>& images, bool with_branches = false,
+                                         int64_t batch_size = 0) const;
   /// calibrate on normal image files (of any sizes; each map at its file's resolution).
   /// leave_one_out: the files are the fit files, in the same order.
   void calibrate_files(const std::vector<std::string>& paths, double quantile = 0.99, bool leave_one_out = false);

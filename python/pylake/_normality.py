@@ -172,6 +172,18 @@ class NormalityModel:
         p = self._m.score(images, bool(with_branches)) if files is None else self._m.score_files(files, bool(with_branches))
         return Prediction(p.pred_score, p.anomaly_map, p.pred_label, p.pred_mask, p.visual_map, p.semantic_map)
 
+    def score_prepared(self, images: Sequence["_C.PreparedImage"], with_branches: bool = False,
+                       batch_size: Optional[int] = None) -> List[Prediction]:
+        """Score files already prepared by :meth:`prepare` (of any sizes): one
+        :class:`Prediction` per image (B = 1), maps at that file's resolution. The backbone
+        runs on ``batch_size`` images at a time (``None``: the model's ``batch_size``); at 1
+        each result is bit-identical to ``score(path)``. :func:`pylake.pipeline.scored`
+        prepares the next files in threads while this runs (what `lake predict` and
+        `lake eval` do)."""
+        ps = self._m.score_prepared(list(images), bool(with_branches), int(batch_size or 0))
+        return [Prediction(p.pred_score, p.anomaly_map, p.pred_label, p.pred_mask, p.visual_map, p.semantic_map)
+                for p in ps]
+
     def calibrate(self, normal_images: ImagesLike, quantile: float = 0.99, leave_one_out: bool = False) -> "NormalityModel":
         """Set the image and pixel thresholds to ``quantile`` of normal images' scores and map
         values. ``leave_one_out=True``: pass the fit images (same order); each is scored
