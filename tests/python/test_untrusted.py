@@ -272,3 +272,52 @@ def test_gzip_bomb_vocabulary(tmp_path, fixtures_dir):
     assert path.stat().st_size < 4 << 20
     r = _probe(f"pylake._C.Tokenizer.from_file({str(path)!r})", fixtures_dir)
     _refused(r, "ValueError", "bomb.txt.gz", "vocabulary size limit")
+
+
+def _jpeg_segments(data: bytes):
+    """(marker, bytes) of each segment of a baseline or progressive JPEG; a scan (SOS) runs
+    to the next marker that is not a restart or a stuffed 0xFF."""
+    i, segs = 2, []
+    while i < len(data):
+        assert data[i] == 0xFF, f"no marker at byte {i}"
+        m = data[i + 1]
+        if m == 0xD9:
+            segs.append((m, data[i:i + 2]))
+            break
+        j = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if m == 0xDA:
+            while not (data[j] == 0xFF and data[j + 1] != 0 and not 0xD0 <= data[j + 1] <= 0xD7):
+                j += 1
+        segs.append((m, data[i:j]))
+        i = j
+    return segs
+
+
+def test_progressive_jpeg_with_too_many_scans(tmp_path):
+    """A 64 x 64 progressive JPEG whose last refinement scan is repeated: at 3 extra scans it
+    decodes as PIL decodes it; past the limit (limits.h kMaxJpegScans, 500) it is refused
+    by the scan count before the scans are decoded."""
+    import io  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG", progressive=True,
+                                                                           quality=90)
+    segs = _jpeg_segments(buf.getvalue())
+    scans = [s for m, s in segs if m == 0xDA]
+    assert len(scans) >= 5  # PIL wrote a progressive file
+    head = buf.getvalue()[:2] + b"".join(s for _, s in segs[:-1])
+
+    few = tmp_path / "few_scans.jpg"
+    few.write_bytes(head + scans[-1] * 3 + b"\xff\xd9")
+    ours = pylake.read_image(str(few)).permute(1, 2, 0).numpy()
+    assert np.array_equal(ours, np.asarray(Image.open(few).convert("RGB")))
+
+    many = tmp_path / "many_scans.jpg"
+    many.write_bytes(head + scans[-1] * 600 + b"\xff\xd9")
+    assert many.stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match=r"many_scans\.jpg.*more than 500 scans, the JPEG scan limit"):
+        pylake.read_image(str(many))
