@@ -1,8 +1,9 @@
-"""The `lake` command: fit, predict, eval, inspect.
+"""The `lake` command: fit, predict, eval, sweep, inspect.
 
     lake fit --model M --class-name C --normal DIR_OR_FILES --out F.lake [method options]
     lake predict F.lake IMAGES... --model M --out DIR
     lake eval --model M --dataset mvtec|visa|btad|mpdd|loco|folder --root R --out REPORT [reader options]
+    lake sweep --model M --dataset ... --root R --out DIR [--ablations k selection ...]
     lake inspect F.lake [IMAGE] --model M
     lake doctor [--json] [--device DEV ...] [--no-model]
     lake export SOURCE|--open-clip NAME --out F [--dtype float32|float16|bfloat16] [--activation A] [--vocab V]
@@ -34,6 +35,7 @@ import torch
 from .datasets import image_paths
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 def _method_options(p: argparse.ArgumentParser) -> None:
@@ -108,8 +110,7 @@ def cmd_fit(args) -> int:
 
 def cmd_predict(args) -> int:
     import pylake  # noqa: PLC0415
-    from . import _outputs  # noqa: PLC0415
-    from .evaluate import Progress, write_heatmap  # noqa: PLC0415
+    from . import predict  # noqa: PLC0415
 
     log = _Log(args.quiet)
     if args.html:
@@ -117,48 +118,129 @@ def cmd_predict(args) -> int:
 
         if not report.available():
             raise ValueError("--html: " + report.NEEDS_MATPLOTLIB)
+    if _distributed(args):
+        return _predict_distributed(args, log)
+    if args.on_error is None:
+        args.on_error = "fail"
     clip = pylake.load_clip(args.model)
     model = pylake.NormalityModel.load(args.model_file, clip)
     images = image_paths(args.images, recursive=True)
-    keys = _outputs.output_keys(images)  # before anything is written: a duplicate input is an error
-    small_maps = []
     out = Path(args.out)
-    marker = _outputs.RunMarker(out, "lake predict " + " ".join(map(str, sys.argv[1:])))
     if model.image_threshold is None:
         log("note: " + _no_threshold_note(model))
-    rows = []
-    bar = Progress(len(images), "predict", not args.quiet)
-    for path, key in zip(images, keys):
-        pred = model.score(path)
-        amap = pred.anomaly_map[0]
-        write_heatmap(out / "overlays" / f"{key}.png", path, amap)
-        if args.map_format == "npy":
-            _outputs.save_npy(out / "maps" / f"{key}.npy", amap)
-        else:
-            _outputs.write_png(out / "maps" / f"{key}.png",
-                               (amap.clamp(0, 1) * 65535 + 0.5).floor().to(torch.int32).to(torch.uint16))
-        label = None if pred.pred_label is None else int(pred.pred_label[0])
-        rows.append({"path": str(path), "key": key, "category": model.class_name, "defect": None, "label": None,
-                     "score": float(pred.pred_score[0]), "pred_label": label})
-        if args.html:
-            small_maps.append(report.downscale_map(amap))
-        bar.step()
-    _outputs.write_table(rows, out / "predictions", PREDICT_FIELDS)
-    if args.html:
-        report.write_predict_report(out, rows, small_maps, {
-            "class_name": model.class_name, "model": args.model, "model_file": str(args.model_file),
-            "backbone": f"{clip!r}, fingerprint {clip.fingerprint()}", "random_weights": bool(args.random_weights)},
-            model.image_threshold)
-    marker.done()
+    meta = {"class_name": model.class_name, "model": args.model, "model_file": str(args.model_file),
+            "backbone": f"{clip!r}, fingerprint {clip.fingerprint()}", "random_weights": bool(args.random_weights)}
+    rows = predict.run(model, images, out, map_format=args.map_format, batch_size=args.batch_size,
+                       io_threads=args.io_threads, html=args.html, meta=meta, progress=not args.quiet,
+                       command="lake predict " + " ".join(map(str, sys.argv[1:])), log=log, on_error=args.on_error)
+    _print_predictions(args, rows, log)
+    return EXIT_OK
+
+
+def _print_predictions(args, rows, log) -> None:
+    out = Path(args.out)
     for r in rows:
+        if "error" in r:
+            log.out(f"{r['path']}\terror\t{r['error']}")
+            continue
         word = "-" if r["pred_label"] is None else ("anomalous" if r["pred_label"] else "normal")
         log.out(f"{r['path']}\t{r['score']!r}\t{word}")
     log(f"outputs: {out / 'predictions.csv'}, {out / 'predictions.json'}, {out / 'maps'}, {out / 'overlays'}"
         + (f", {out / 'report.html'}" if args.html else ""))
+
+
+# ----------------------------------------------------------------------------- on a Dask cluster
+
+def _distributed(args) -> bool:
+    """Whether --scheduler or --workers asks for the Dask path (docs/distributed.md)."""
+    if args.scheduler is not None and args.workers is not None:
+        raise ValueError("--scheduler and --workers: give one (a running cluster, or N local worker processes)")
+    if args.scheduler is None and args.workers is None:
+        given = [f for f, v in (("--chunk-size", args.chunk_size), ("--worker-device", args.worker_device)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply with --scheduler or --workers only")
+        return False
+    return True
+
+
+def _connect(args):
+    from . import distributed  # noqa: PLC0415
+
+    if not distributed.available():
+        raise ValueError(f"--scheduler / --workers: {distributed.NEEDS_DASK}")
+    return distributed.connect(args.scheduler, args.workers, args.scheduler_timeout)
+
+
+def _predict_distributed(args, log) -> int:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from . import distributed  # noqa: PLC0415
+
+    images = image_paths(args.images, recursive=True)
+    with _connect(args) as client:
+        meta = {"model": args.model, "model_file": str(args.model_file), "random_weights": bool(args.random_weights)}
+        res = distributed.predict(client, args.model_file, images, args.out, model=args.model,
+                                  device=args.worker_device or "cpu", map_format=args.map_format,
+                                  batch_size=args.batch_size, io_threads=args.io_threads, html=args.html, meta=meta,
+                                  chunk_size=args.chunk_size, on_error=args.on_error or "record",
+                                  progress=not args.quiet, log=log,
+                                  command="lake predict " + " ".join(map(str, sys.argv[1:])))
+    if res.info["image_threshold"] is None:
+        log("note: " + _no_threshold_note(SimpleNamespace(shots=res.info["shots"])))
+    skipped = sum(t["skipped"] for t in res.tasks.values())
+    if skipped:
+        log(f"resumed: {skipped} of {len(images)} images were already done in '{args.out}'")
+    _print_predictions(args, res.rows, log)
     return EXIT_OK
 
 
-PREDICT_FIELDS = ("path", "key", "category", "defect", "label", "score", "pred_label")
+def _distributed_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("on a Dask cluster (docs/distributed.md; pip install 'pylake[distributed]')")
+    g.add_argument("--scheduler", metavar="ADDR", help="run the tasks on the Dask cluster of this scheduler "
+                   "(tcp://host:8786); the model, images and --out must be at the same paths on every worker")
+    g.add_argument("--workers", type=int, metavar="N", help="run the tasks on N worker processes on this machine "
+                   "(a dask LocalCluster, one thread each)")
+    g.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="S",
+                   help="give up when the scheduler cannot be reached within S seconds (10)")
+    g.add_argument("--chunk-size", type=int, metavar="N", help="images per task (default: about 4 tasks per worker, "
+                   "at most 64 images; size them so that a task runs for seconds)")
+    g.add_argument("--worker-device", choices=["cpu", "cuda", "auto"],
+                   help="where each worker runs the backbone (default cpu; auto: CUDA where the worker sees a GPU)")
+    g.add_argument("--on-error", choices=["fail", "record"], help="an image that fails to decode: fail the command "
+                   "(default without --scheduler / --workers), or record it as an error row and go on (default with "
+                   "them)")
+
+
+def _pipeline_options(p: argparse.ArgumentParser) -> None:
+    from .pipeline import CPU_BATCH_SIZE, CUDA_BATCH_SIZE  # noqa: PLC0415
+
+    g = p.add_argument_group("input pipeline (docs/evaluation.md, \"Batch size\")")
+    g.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"images per backbone forward (default: {CPU_BATCH_SIZE} on the CPU, where every score is "
+                        f"bit-identical to scoring the file alone; {CUDA_BATCH_SIZE} on CUDA, equal to batch 1 within "
+                        "1e-5). Larger batches are faster, also on the CPU")
+    g.add_argument("--io-threads", type=int, metavar="T",
+                   help="threads decoding and resizing the next images while the backbone runs (default: 2; 0: none)")
+
+
+
+def _dataset_arguments(p: argparse.ArgumentParser) -> None:
+    """The data set and its reader options (lake eval, lake sweep)."""
+    p.add_argument("--dataset", required=True, choices=["mvtec", "visa", "btad", "mpdd", "loco", "folder"])
+    p.add_argument("--root", required=True, help="data set root (for folder: the normal training images' folder)")
+    p.add_argument("--categories", nargs="+")
+    p.add_argument("--allow-missing-masks", action="store_true",
+                   help="keep anomalous test images without a mask (they then count for the image metrics only)")
+    p.add_argument("--allow-one-class", action="store_true",
+                   help="run on test splits without normal or without anomalous images, reporting the undefined "
+                        "metrics as null (default: an error)")
+    g = p.add_argument_group("--dataset folder")
+    g.add_argument("--abnormal", help="the anomalous test images (or sub-folders of them, one per defect)")
+    g.add_argument("--normal-test", help="the normal test images")
+    g.add_argument("--masks", help="the masks of the anomalous images")
+    g.add_argument("--mask-rule", help="mask file name for an image: {stem}, {name}, {suffix} (default {stem}_mask.png)")
+    g.add_argument("--name", help="the category's name (default: folder)")
+    p.add_argument("--split-csv", help="--dataset visa: the split CSV (default: ROOT/split_csv/1cls.csv)")
 
 
 def _dataset_kwargs(args) -> dict:
@@ -194,17 +276,51 @@ def cmd_eval(args) -> int:
     if not report.available():
         log(f"note: {report.NEEDS_MATPLOTLIB} (the tables are written without it)")
     cats = datasets.open_dataset(args.dataset, args.root, categories=args.categories, **_dataset_kwargs(args))
-    clip = pylake.load_clip(args.model)
     meta = {"model": args.model, "dataset": args.dataset, "root": args.root, "shots": args.shots, "seeds": args.seeds,
             "random_weights": bool(args.random_weights), "options": _options(args)}
-    files = evaluate.run(clip, cats, args.shots, args.seeds, Path(args.out), _options(args), meta,
-                         n_heatmaps=args.heatmaps, progress=not args.quiet, log=log,
-                         allow_one_class=args.allow_one_class, save_maps=args.save_maps)
+    if _distributed(args):
+        from . import distributed  # noqa: PLC0415
+
+        with _connect(args) as client:
+            files = distributed.evaluate(client, cats, args.shots, args.seeds, Path(args.out), model=args.model,
+                                         options=_options(args), meta=meta, n_heatmaps=args.heatmaps,
+                                         progress=not args.quiet, log=log, allow_one_class=args.allow_one_class,
+                                         save_maps=args.save_maps, batch_size=args.batch_size,
+                                         io_threads=args.io_threads, chunk_size=args.chunk_size,
+                                         on_error=args.on_error or "record", device=args.worker_device or "cpu")
+    else:
+        clip = pylake.load_clip(args.model)
+        files = evaluate.run(clip, cats, args.shots, args.seeds, Path(args.out), _options(args), meta,
+                             n_heatmaps=args.heatmaps, progress=not args.quiet, log=log,
+                             allow_one_class=args.allow_one_class, save_maps=args.save_maps,
+                             batch_size=args.batch_size, io_threads=args.io_threads,
+                             on_error=args.on_error or "fail")
     summary = json.loads(files["json"].read_text())["summary"]
     table = paper_table(args.dataset, summary, [c.name for c in cats])
     log.out(table if table else evaluate.markdown_table(summary))
     log(f"report: {files['md']} {files['csv']} {files['json']}" + (f" {files['html']}" if "html" in files else "")
         + f"; per image: {files['images_csv']}")
+    return EXIT_OK
+
+
+def cmd_sweep(args) -> int:
+    import pylake  # noqa: PLC0415
+    from . import datasets, sweep  # noqa: PLC0415
+
+    log = _Log(args.quiet)
+    cats = datasets.open_dataset(args.dataset, args.root, categories=args.categories, **_dataset_kwargs(args))
+    kw = dict(model=args.model, dataset=args.dataset, root=args.root, options=_options(args), shots=args.shots,
+              seeds=args.seeds, ablations=args.ablations or sweep.ABLATIONS, progress=not args.quiet, log=log,
+              batch_size=args.batch_size, io_threads=args.io_threads, random_weights=args.random_weights,
+              allow_one_class=args.allow_one_class)
+    if _distributed(args):
+        with _connect(args) as client:
+            files = sweep.run(cats, args.out, client=client, chunk_size=args.chunk_size,
+                              device=args.worker_device or "cpu", on_error=args.on_error or "record", **kw)
+    else:
+        files = sweep.run(cats, args.out, clip=pylake.load_clip(args.model), on_error=args.on_error or "fail", **kw)
+    log.out(files["md"].read_text().rstrip())
+    log(f"tables and plots: {Path(args.out)}/<ablation>.csv, .md, .png; runs: {Path(args.out) / 'runs'}")
     return EXIT_OK
 
 
@@ -303,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "label and overlay on one colour scale, sorted by score; needs matplotlib: pylake[report])")
     p.add_argument("--random-weights", action="store_true", help="--html: say on the page that the backbone is random")
     p.add_argument("--quiet", action="store_true", help="print errors only")
+    _pipeline_options(p)
+    _distributed_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("eval", help="evaluate on a data set: per-category and mean metrics, paper table",
@@ -312,21 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "pylake[report]) and, with --save-maps, every raw map. OUT holds an INCOMPLETE marker until "
                        "the run has finished.")
     _model_arg(p)
-    p.add_argument("--dataset", required=True, choices=["mvtec", "visa", "btad", "mpdd", "loco", "folder"])
-    p.add_argument("--root", required=True, help="data set root (for folder: the normal training images' folder)")
-    p.add_argument("--categories", nargs="+")
-    p.add_argument("--allow-missing-masks", action="store_true",
-                   help="keep anomalous test images without a mask (they then count for the image metrics only)")
-    p.add_argument("--allow-one-class", action="store_true",
-                   help="run on test splits without normal or without anomalous images, reporting the undefined "
-                        "metrics as null (default: an error)")
-    g = p.add_argument_group("--dataset folder")
-    g.add_argument("--abnormal", help="the anomalous test images (or sub-folders of them, one per defect)")
-    g.add_argument("--normal-test", help="the normal test images")
-    g.add_argument("--masks", help="the masks of the anomalous images")
-    g.add_argument("--mask-rule", help="mask file name for an image: {stem}, {name}, {suffix} (default {stem}_mask.png)")
-    g.add_argument("--name", help="the category's name (default: folder)")
-    p.add_argument("--split-csv", help="--dataset visa: the split CSV (default: ROOT/split_csv/1cls.csv)")
+    _dataset_arguments(p)
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", required=True, help="report folder")
@@ -335,7 +439,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true", help="say in the report that the backbone is random")
     p.add_argument("--quiet", action="store_true", help="print errors only")
     _method_options(p)
+    _pipeline_options(p)
+    _distributed_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sweep", help="the paper's ablations over a data set (many eval runs), tables and plots",
+                       description="Run the paper's ablations (K, Top-K vs random K, text weight, tapped layers, "
+                       "residual vs MLP neurons, shots) as independent lake eval runs, locally or on a Dask cluster, "
+                       "and write OUT/<ablation>.csv / .md (ours beside the paper's published points) and "
+                       "OUT/<ablation>.png. Runs already finished in OUT are not run again.")
+    _model_arg(p)
+    _dataset_arguments(p)
+    p.add_argument("--ablations", nargs="+", default=None, metavar="A",
+                   help="some of k, selection, text_weight, layers, kind, shots (default: all)")
+    p.add_argument("--shots", type=int, default=1, help="shots of every ablation but 'shots' (1)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", required=True, help="sweep folder")
+    p.add_argument("--random-weights", action="store_true", help="say in the reports that the backbone is random")
+    p.add_argument("--quiet", action="store_true", help="print errors only")
+    _method_options(p)
+    _pipeline_options(p)
+    _distributed_options(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("inspect", help="show a model's neurons and explain one image")
     p.add_argument("model_file")
@@ -395,12 +520,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RuntimeError as e:
         _error(args, f"failed: {e}", out)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error(args, "interrupted", out)
+        return EXIT_INTERRUPTED
 
 
 def _error(args, msg: str, out) -> None:
     from ._outputs import INCOMPLETE  # noqa: PLC0415
 
-    if out is not None and args.command in ("predict", "eval") and (Path(out) / INCOMPLETE).exists():
+    if out is not None and args.command in ("predict", "eval", "sweep") and (Path(out) / INCOMPLETE).exists():
         msg += f" (the output folder '{out}' is incomplete: it holds the marker file {INCOMPLETE})"
     print(f"lake {args.command}: {msg}", file=sys.stderr, flush=True)
 

@@ -1,7 +1,7 @@
 """The evaluation protocol (METHOD.md): per category, k normal shots drawn with a seed,
 the whole test split scored, image and pixel metrics, averaged over seeds and categories.
 
-Memory stays bounded: images are scored one at a time and pixel metrics are streamed
+Memory stays bounded: images are scored a batch at a time and pixel metrics are streamed
 (`pylake.metrics.PixelMetrics`, binned over the range the maps actually take). Images go
 through the file rule of `NormalityModel` (backbone at S x S, maps and masks at each
 file's resolution), so a score here equals `NormalityModel.score(path)` and `lake predict`.
@@ -19,7 +19,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import _C, _outputs, datasets, metrics
+from . import _C, _outputs, datasets, metrics, pipeline
 from . import report as _report
 from ._clip import ClipModel
 from ._normality import NormalityModel
@@ -102,9 +102,125 @@ def one_class_problem(category: datasets.Category) -> Optional[Tuple[str, Tuple[
             + ("image AUROC, AP and F1-max are" if not n_norm else "the metrics are") + " undefined", undefined)
 
 
+def fit_run(clip: ClipModel, category: datasets.Category, shots: int, seed: int,
+            options: Optional[dict] = None) -> NormalityModel:
+    """The model of one run: fitted on ``shots`` normal images of ``category`` drawn with
+    ``seed`` (:func:`pylake.datasets.few_shot`), calibrated on them with leave-one-out when
+    ``shots >= 2``. ``options``: :class:`NormalityModel` keywords (``class_name`` defaults to
+    the category's name with spaces)."""
+    opts = dict(options or {})
+    opts.setdefault("class_name", category.name.replace("_", " "))
+    model = NormalityModel(clip, **opts)
+    train = datasets.few_shot(category.train, shots, seed)
+    model.fit(train)
+    if len(train) >= 2:
+        model.calibrate(train, leave_one_out=True)
+    return model
+
+
+def run_dir(category: str, shots: int, seed: int) -> str:
+    """The folder of one run's files under an output folder (heatmaps/, maps/, report_files/)."""
+    return f"{category}/{shots}shot_seed{seed}"
+
+
+def ground_truth(category: datasets.Category, index: int, height: int, width: int) -> Optional[torch.Tensor]:
+    """The ground truth of test image ``index`` at its map's size (``None`` for an anomalous
+    image without a mask, which then counts for the image metrics only)."""
+    return datasets.read_mask(category.test[index], height, width, allow_missing=True)
+
+
+class RunAccumulator:
+    """What one run does with its scored test images, fed in input order: the image and
+    pixel metrics (streamed), the per-image rows, the heatmaps' candidates and, with
+    ``keep``, every map downscaled for the report. `lake eval` feeds it from the scoring
+    loop; :mod:`pylake.distributed` feeds it the maps its workers wrote, so both give the
+    same numbers, rows and pictures (one rule, here)."""
+
+    def __init__(self, model: NormalityModel, category: datasets.Category, shots: int, seed: int,
+                 out: Optional[Path] = None, n_heatmaps: int = 0, keep: bool = False) -> None:
+        self.model, self.category, self.shots, self.seed = model, category, shots, seed
+        self.out, self.n_heatmaps = out, n_heatmaps
+        self.keys = _outputs.output_keys([s.path for s in category.test])
+        self.run_dir = run_dir(category.name, shots, seed)
+        self.pixel = metrics.PixelMetrics() if category.has_masks else None
+        self.image_metrics = metrics.ImageMetrics()
+        self.pending: List[tuple] = []  # (path, image, full map, mask) of the heatmaps, drawn once the scale is known
+        self.keep = keep or (out is not None and n_heatmaps > 0)
+        self.small_maps: List[torch.Tensor] = []
+        self.small_masks: List[Optional[torch.Tensor]] = []
+        self.rows: List[dict] = []     # the scored images, in input order (the report's rows)
+        self.images: List[dict] = []   # every test image's row, errors included (images.csv)
+
+    @property
+    def needs_masks(self) -> bool:
+        return self.pixel is not None
+
+    def row(self, index: int, pred=None, error: Optional[BaseException] = None) -> dict:
+        sample = self.category.test[index]
+        r = {"path": str(sample.path), "key": self.keys[index], "category": self.category.name,
+             "defect": sample.defect, "label": sample.label,
+             "score": None if pred is None else float(pred.pred_score[0]),
+             "pred_label": None if pred is None or pred.pred_label is None else int(pred.pred_label[0]),
+             "shots": self.shots, "seed": self.seed}
+        if error is not None:
+            r["error"] = str(error)
+        return r
+
+    def add(self, index: int, pred, mask: Optional[torch.Tensor]) -> dict:
+        """Test image ``index`` scored: ``pred`` its :class:`pylake.Prediction` (B = 1), ``mask``
+        its ground truth at the map's size (:func:`ground_truth`; ``None`` without masks)."""
+        sample, key = self.category.test[index], self.keys[index]
+        amap = pred.anomaly_map[0]
+        self.image_metrics.update(pred.pred_score, torch.tensor([sample.label]))
+        if mask is not None:
+            self.pixel.update(pred.anomaly_map, mask.unsqueeze(0))
+        if self.out is not None and len(self.pending) < self.n_heatmaps and sample.label == 1:
+            self.pending.append((self.out / "heatmaps" / self.run_dir / f"{key}.png", sample.path, amap, mask))
+        if self.keep:
+            small = _report.downscale_map(amap)
+            self.small_maps.append(small)
+            self.small_masks.append(None if mask is None else _report.downscale_mask(mask, tuple(small.shape)))
+        r = self.row(index, pred)
+        self.rows.append(r)
+        self.images.append(r)
+        return r
+
+    def add_error(self, index: int, error: BaseException) -> dict:
+        """Test image ``index`` could not be read: a row with the error and no score; the image
+        is left out of the metrics."""
+        r = self.row(index, error=error)
+        self.images.append(r)
+        return r
+
+    def finish(self, seconds: float, keep_maps: bool = False) -> RunResult:
+        """The run's metrics (``None`` where undefined), its heatmaps drawn on the category's
+        colour scale, and with ``keep_maps`` the report's data."""
+        img = self.image_metrics.compute()
+        result: Dict[str, Optional[float]] = dict.fromkeys(METRIC_KEYS)
+        result.update(image_auroc=img.auroc, image_ap=img.ap, image_f1_max=img.f1_max)
+        if self.pixel is not None and self.pixel.pixels > 0:  # every anomalous mask missing and no normal image
+            p = self.pixel.compute()
+            result.update(pixel_auroc=p.auroc, pixel_ap=p.ap, pixel_f1_max=p.f1_max, pixel_aupro=p.aupro)
+        problem = one_class_problem(self.category)
+        for k in problem[1] if problem else ():
+            result[k] = None
+        result = {k: _outputs.finite_or_none(v) for k, v in result.items()}
+        data = None
+        if self.keep:
+            data = _report.run_scale(_report.RunData(self.category.name, self.shots, self.seed, self.rows,
+                                                     self.small_maps, self.small_masks, result,
+                                                     self.model.image_threshold, self.model.pixel_threshold))
+        heatmaps = [str(write_heatmap(path, image, amap, *data.scale, mask=mask))
+                    for path, image, amap, mask in self.pending]
+        return RunResult(self.category.name, self.shots, self.seed, result, seconds, len(self.category.test),
+                         heatmaps, self.images, data if keep_maps else None)
+
+
 def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, seed: int,
                       options: Optional[dict] = None, out: Optional[Path] = None, n_heatmaps: int = 0,
-                      progress: bool = False, save_maps: bool = False, keep_maps: bool = False) -> RunResult:
+                      progress: bool = False, save_maps: bool = False, keep_maps: bool = False,
+                      batch_size: Optional[int] = None, io_threads: Optional[int] = None,
+                      on_error: str = "fail") -> RunResult:
     """Fit on ``shots`` normal images of ``category`` (drawn with ``seed``), calibrate on
     them (leave-one-out, when ``shots >= 2``), score its test split, and compute the
     metrics (pixel metrics only when the set has masks; ``None`` where undefined).
@@ -116,66 +232,33 @@ def evaluate_category(clip: ClipModel, category: datasets.Category, shots: int, 
     The heatmaps share the category's colour scale (:func:`pylake.report.colour_scale` of the
     normal test maps). With ``keep_maps`` the result carries every map downscaled
     (:class:`pylake.report.RunData`, for :func:`pylake.report.write_run`).
+
+    The test images go through :func:`pylake.pipeline.scored`: the next files are decoded
+    while the backbone runs on ``batch_size`` of them (``None``: the device's default, 1 on
+    the CPU, where every score is bit-identical to ``NormalityModel.score(path)``).
+    ``on_error="record"``: a test image that fails to decode gets a row with its error and is
+    left out of the metrics (:func:`unread_warning`); ``"fail"`` (default): a ValueError.
     """
     t0 = time.perf_counter()
-    opts = dict(options or {})
-    opts.setdefault("class_name", category.name.replace("_", " "))
-    model = NormalityModel(clip, **opts)
-    train = datasets.few_shot(category.train, shots, seed)
-    model.fit(train)
-    if len(train) >= 2:
-        model.calibrate(train, leave_one_out=True)
-    pixel = metrics.PixelMetrics() if category.has_masks else None
-    image_metrics = metrics.ImageMetrics()
-    keys = _outputs.output_keys([s.path for s in category.test])
-    run_dir = f"{category.name}/{shots}shot_seed{seed}"
-    heatmaps: List[str] = []
-    pending = []  # (path, image, full map, mask) of the heatmaps, drawn once the scale is known
-    small_maps: List[torch.Tensor] = []
-    small_masks: List[Optional[torch.Tensor]] = []
-    keep = keep_maps or (out is not None and n_heatmaps > 0)
-    rows: List[dict] = []
+    model = fit_run(clip, category, shots, seed, options)
+    acc = RunAccumulator(model, category, shots, seed, out, n_heatmaps, keep_maps)
     bar = Progress(len(category.test), f"{category.name} {shots}-shot seed {seed}", progress)
-    for sample, key in zip(category.test, keys):
-        pred = model.score(sample.path)
-        amap = pred.anomaly_map[0]
-        image_metrics.update(pred.pred_score, torch.tensor([sample.label]))
-        mask = None
-        if pixel is not None:
-            mask = datasets.read_mask(sample, amap.shape[0], amap.shape[1], allow_missing=True)
-            if mask is not None:
-                pixel.update(pred.anomaly_map, mask.unsqueeze(0))
-        if out is not None and save_maps:
-            _outputs.save_npy(out / "maps" / run_dir / f"{key}.npy", amap)
-        if out is not None and len(pending) < n_heatmaps and sample.label == 1:
-            pending.append((out / "heatmaps" / run_dir / f"{key}.png", sample.path, amap, mask))
-        if keep:
-            small = _report.downscale_map(amap)
-            small_maps.append(small)
-            small_masks.append(None if mask is None else _report.downscale_mask(mask, tuple(small.shape)))
-        rows.append({"path": str(sample.path), "key": key, "category": category.name, "defect": sample.defect,
-                     "label": sample.label, "score": float(pred.pred_score[0]),
-                     "pred_label": None if pred.pred_label is None else int(pred.pred_label[0]),
-                     "shots": shots, "seed": seed})
-        bar.step()
-    img = image_metrics.compute()
-    result: Dict[str, Optional[float]] = dict.fromkeys(METRIC_KEYS)
-    result.update(image_auroc=img.auroc, image_ap=img.ap, image_f1_max=img.f1_max)
-    if pixel is not None and pixel.pixels > 0:  # every anomalous mask missing and no normal image: none
-        p = pixel.compute()
-        result.update(pixel_auroc=p.auroc, pixel_ap=p.ap, pixel_f1_max=p.f1_max, pixel_aupro=p.aupro)
-    problem = one_class_problem(category)
-    for k in problem[1] if problem else ():
-        result[k] = None
-    result = {k: _outputs.finite_or_none(v) for k, v in result.items()}
-    data = None
-    if keep:
-        data = _report.run_scale(_report.RunData(category.name, shots, seed, rows, small_maps, small_masks, result,
-                                                 model.image_threshold, model.pixel_threshold))
-    for path, image, amap, mask in pending:
-        heatmaps.append(str(write_heatmap(path, image, amap, *data.scale, mask=mask)))
-    return RunResult(category.name, shots, seed, result, time.perf_counter() - t0, len(category.test), heatmaps, rows,
-                     data if keep_maps else None)
+    with pipeline.Writer() as writer:  # maps written behind the scoring
+        test_paths = [s.path for s in category.test]
+        read_mask = (  # in the decoding threads, at the map's size
+            lambda j, im: ground_truth(category, j, im.height, im.width)) if acc.needs_masks else None
+        for i, pred, mask in pipeline.scored(model, test_paths, batch_size, io_threads, extra=read_mask,
+                                             on_error="raise" if on_error == "fail" else "yield"):
+            if isinstance(pred, BaseException):
+                acc.add_error(i, pred)
+                bar.step()
+                continue
+            if out is not None and save_maps:
+                writer.submit(_outputs.save_npy, out / "maps" / acc.run_dir / f"{acc.keys[i]}.npy", pred.anomaly_map[0])
+            acc.add(i, pred, mask)
+            bar.step()
+    bar.close()
+    return acc.finish(time.perf_counter() - t0, keep_maps)
 
 
 def write_heatmap(path: Path, image: Path, amap: torch.Tensor, lo: Optional[float] = None,
@@ -245,7 +328,9 @@ def write_report(out: Path, results: Sequence[RunResult], meta: dict, warnings: 
     _outputs.write_text(files["json"], _outputs.dumps({"meta": meta, "warnings": list(warnings),
                                                        "runs": [r.row() for r in results], "summary": rows}) + "\n")
     files.update(_outputs.write_table(rows, out / "report", ["category", "shots", "seeds", *METRIC_KEYS], ("csv",)))
-    images = _outputs.write_table([row for r in results for row in r.images], out / "images", IMAGE_FIELDS)
+    image_rows = [row for r in results for row in r.images]
+    images = _outputs.write_table(image_rows, out / "images", IMAGE_FIELDS + (
+        ("error",) if any("error" in row for row in image_rows) else ()))
     files["images_csv"], files["images_json"] = images["csv"], images["json"]
     note = "\n\n**Random-weight backbone: these numbers only show that the pipeline runs.**" if meta.get(
         "random_weights") else ""
@@ -256,20 +341,10 @@ def write_report(out: Path, results: Sequence[RunResult], meta: dict, warnings: 
     return files
 
 
-def run(clip: ClipModel, categories: Sequence[datasets.Category], shots: Sequence[int], seeds: Sequence[int],
-        out: Path, options: Optional[dict] = None, meta: Optional[dict] = None, n_heatmaps: int = 3,
-        progress: bool = True, log: Callable[[str], None] = lambda s: None, allow_one_class: bool = False,
-        save_maps: bool = False, html: Optional[bool] = None) -> Dict[str, Path]:
-    """Every category x shots x seed; writes the report, the per-image table, heatmaps and
-    (``save_maps``) raw maps into ``out``, and with ``html`` report.html (:mod:`pylake.report`:
-    curves, score histograms and a heatmap gallery per category and shot count, at the first
-    seed; ``None``: when matplotlib is installed; True without it: ImportError).
-
-    A category whose test split lacks normal or anomalous images is a ValueError before
-    anything runs, unless ``allow_one_class``: its undefined metrics are then ``null`` and
-    the report carries a warning. While running, ``out`` holds an ``INCOMPLETE`` marker,
-    removed once the report is written; a failed run leaves it."""
-    out = Path(out)
+def one_class_warnings(categories: Sequence[datasets.Category], allow_one_class: bool,
+                       log: Callable[[str], None] = lambda s: None) -> List[str]:
+    """The report's warnings for categories whose test split lacks a class (each also sent
+    to ``log``); without ``allow_one_class`` such a category is a ValueError."""
     warnings = []
     for cat in categories:
         problem = one_class_problem(cat)
@@ -281,6 +356,37 @@ def run(clip: ClipModel, categories: Sequence[datasets.Category], shots: Sequenc
                              "to report those metrics as null")
         warnings.append(problem[0] + ": reported as null")
         log("warning: " + warnings[-1])
+    return warnings
+
+
+def unread_warning(result: RunResult) -> Optional[str]:
+    """The report's warning for a run with test images that could not be read (``on_error="record"``)."""
+    n = sum("error" in row for row in result.images)
+    if not n:
+        return None
+    return (f"{n} test image{'s' if n != 1 else ''} of {result.category} ({result.shots}-shot, seed {result.seed}) "
+            "could not be read: left out of the metrics (images.csv, column error)")
+
+
+def run(clip: ClipModel, categories: Sequence[datasets.Category], shots: Sequence[int], seeds: Sequence[int],
+        out: Path, options: Optional[dict] = None, meta: Optional[dict] = None, n_heatmaps: int = 3,
+        progress: bool = True, log: Callable[[str], None] = lambda s: None, allow_one_class: bool = False,
+        save_maps: bool = False, html: Optional[bool] = None, batch_size: Optional[int] = None,
+        io_threads: Optional[int] = None, on_error: str = "fail") -> Dict[str, Path]:
+    """Every category x shots x seed; writes the report, the per-image table, heatmaps and
+    (``save_maps``) raw maps into ``out``, and with ``html`` report.html (:mod:`pylake.report`:
+    curves, score histograms and a heatmap gallery per category and shot count, at the first
+    seed; ``None``: when matplotlib is installed; True without it: ImportError).
+
+    A category whose test split lacks normal or anomalous images is a ValueError before
+    anything runs, unless ``allow_one_class``: its undefined metrics are then ``null`` and
+    the report carries a warning. ``on_error``: :func:`evaluate_category`'s.
+    :func:`pylake.distributed.evaluate` runs the same on a Dask cluster.
+    ``batch_size`` / ``io_threads``: the input pipeline
+    (:func:`pylake.pipeline.scored`; the defaults keep CPU scores bitwise). While running, ``out`` holds an ``INCOMPLETE`` marker,
+    removed once the report is written; a failed run leaves it."""
+    out = Path(out)
+    warnings = one_class_warnings(categories, allow_one_class, log)
     html = _report.available() if html is None else html
     if html:
         _report.require()
@@ -292,7 +398,11 @@ def run(clip: ClipModel, categories: Sequence[datasets.Category], shots: Sequenc
         for k in shots:
             for i, seed in enumerate(seeds):
                 r = evaluate_category(clip, cat, k, seed, options, out, n_heatmaps if i == 0 else 0, progress,
-                                      save_maps, keep_maps=html and i == 0)
+                                      save_maps, keep_maps=html and i == 0, batch_size=batch_size,
+                                      io_threads=io_threads, on_error=on_error)
+                if unread_warning(r):
+                    warnings.append(unread_warning(r))
+                    log("warning: " + warnings[-1])
                 log(f"{cat.name} {k}-shot seed {seed}: " + ", ".join(
                     f"{key} {100 * v:.1f}" for key, v in r.metrics.items() if v is not None))
                 if r.report is not None:  # drawn now, so that the maps of one run at a time are held
