@@ -511,6 +511,13 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   std::error_code ec;
   TORCH_CHECK_VALUE(std::filesystem::exists(path, ec), "vocabulary file '", path, "' does not exist");
   TORCH_CHECK(!std::filesystem::is_directory(path, ec), "vocabulary file '", path, "' is a directory");
+  // Read no more than a vocabulary can hold: a merges file, plain or gzipped, is at most the
+  // decompressed limit (a plain 20 GB file is refused before a byte of it is read).
+  const uintmax_t file_bytes = std::filesystem::file_size(path, ec);
+  TORCH_CHECK_VALUE(!ec && file_bytes <= detail::limits::kMaxVocabularyBytes, "vocabulary file '", path, "' is ",
+                    ec ? std::string("of unknown size") : std::to_string(file_bytes) + " bytes",
+                    ", more than the vocabulary size limit of ", detail::limits::kMaxVocabularyBytes,
+                    " bytes (CLIP's merges file is 1.6 MB)");
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.good(), "vocabulary file '", path, "' cannot be opened");
   std::ostringstream ss;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Optional, Sequence, Union
 
@@ -22,12 +23,15 @@ def default_vocabulary_path() -> Optional[str]:
     env = os.environ.get("LAKE_BPE_VOCAB")
     if env:
         return env
-    try:
-        import open_clip  # noqa: PLC0415
-    except ImportError:
+    try:  # located without importing open_clip (which would import torchvision, timm, ...)
+        spec = importlib.util.find_spec("open_clip")
+    except (ImportError, ValueError):
         return None
-    path = os.path.join(os.path.dirname(open_clip.__file__), _VOCAB_NAME)
-    return path if os.path.exists(path) else None
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = os.path.join(loc, _VOCAB_NAME)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def _tokenizer(vocab: Union[None, str, os.PathLike, "Tokenizer"]) -> "Tokenizer":

@@ -21,8 +21,6 @@ Command line (also ``python -m pylake.export``)::
 from __future__ import annotations
 
 import argparse
-import gzip
-import importlib.util
 import json
 import os
 import sys
@@ -34,6 +32,7 @@ from torch import nn
 
 from . import _C
 from ._clip import ClipModel, load_clip
+from ._tokenize import Tokenizer, default_vocabulary_path
 
 __all__ = ["export_clip", "default_vocab_path", "add_arguments", "run", "main", "ACTIVATIONS", "DTYPES"]
 
@@ -185,36 +184,29 @@ def _as_clip_model(model: Any, activation: Optional[str]) -> ClipModel:
 # vocabulary
 # --------------------------------------------------------------------------
 
-def default_vocab_path() -> Optional[str]:
-    """open_clip's bundled ``bpe_simple_vocab_16e6.txt.gz`` when open_clip is
-    installed (located without importing it), else None."""
-    try:
-        spec = importlib.util.find_spec("open_clip")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        path = os.path.join(loc, "bpe_simple_vocab_16e6.txt.gz")
-        if os.path.isfile(path):
-            return path
-    return None
+# The one vocabulary lookup ($LAKE_BPE_VOCAB, else OpenCLIP's copy), under export's old name.
+default_vocab_path = default_vocabulary_path
 
 
 def _read_vocab(path: Union[str, os.PathLike]) -> bytes:
+    """The bytes of a BPE merges file, checked first by the C++ reader (within its size and
+    decompression limits, docs/archives.md "Limits"): a bad or oversized file is a ValueError
+    naming it, and nothing is read past the limit."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            magic = f.read(2)
     except OSError as e:
         raise ValueError(f"cannot read the vocabulary {path}: {e.strerror}") from None
+    if magic != b"\x1f\x8b":
+        raise ValueError(f"{path} is not a gzip-compressed BPE merges file (CLIP's bpe_simple_vocab_16e6.txt.gz): "
+                         "an export embeds the gzipped file")
     try:
-        head = gzip.decompress(data)[:200].decode("utf-8")
-    except Exception as e:
-        raise ValueError(f"{path} is not a gzip-compressed BPE merges file: {e}") from None
-    if not head.strip():
-        raise ValueError(f"{path} is an empty vocabulary")
-    return data
+        Tokenizer.from_file(path)
+    except RuntimeError as e:  # a malformed merges file is bad input
+        raise ValueError(str(e)) from None
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _vocabulary_for(clip: ClipModel, vocab_path: Optional[str]) -> bytes:

@@ -272,6 +272,17 @@ def test_gzip_bomb_vocabulary(tmp_path, fixtures_dir):
     assert path.stat().st_size < 4 << 20
     r = _probe(f"pylake._C.Tokenizer.from_file({str(path)!r})", fixtures_dir)
     _refused(r, "ValueError", "bomb.txt.gz", "vocabulary size limit")
+    # `lake export --vocab` reads the file it embeds through the same bounded reader.
+    r = _probe(f"pylake.export._read_vocab({str(path)!r})", fixtures_dir)
+    _refused(r, "ValueError", "bomb.txt.gz", "vocabulary size limit")
+
+
+def test_oversized_plain_vocabulary_is_not_read(tmp_path, fixtures_dir):
+    path = tmp_path / "huge_merges.txt"
+    with open(path, "wb") as f:  # 20 GB, sparse: refused by its size before a byte is read
+        f.truncate(20 << 30)
+    r = _probe(f"pylake._C.Tokenizer.from_file({str(path)!r})", fixtures_dir)
+    _refused(r, "ValueError", "huge_merges.txt", "21474836480 bytes", "vocabulary size limit of 67108864")
 
 
 def _jpeg_segments(data: bytes):
