@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch  # noqa: F401  (loads LibTorch before the extension)
 
 from . import _C, datasets, export, metrics, synthetic
+from . import _ops  # noqa: F401  (fake kernels of the dispatcher ops torch.ops.lake.*)
 from ._clip import ClipModel, load_clip
 from ._models import KnownModel, ModelLocation, cache_dirs, download_model, known_models, locate_model, resolve_model
 from ._doctor import DoctorCheck, DoctorReport, doctor, doctor_check_names

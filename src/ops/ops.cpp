@@ -1,10 +1,14 @@
-// lake::ops: input checks, layout, and the one device branch per op (CPU or CUDA).
+// The kernels of the dispatcher ops lake::<op> (registered in src/ops/registration.cpp):
+// input checks, layout, and the one device branch per op (CPU or CUDA). The checks live
+// here only: every caller (lake::ops::*, torch.ops.lake.*, pylake._C.ops.*) goes through them.
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <cmath>
 #include <vector>
 
+#include "ops/dispatch_kernels.h"
 #include "ops/kernels.h"
 
 namespace lake::ops {
@@ -41,7 +45,11 @@ bool on_cuda(const at::Tensor& t, const char* op) {
 #define LAKE_DISPATCH(cuda_flag, call) ((void)(cuda_flag), cpu::call)
 #endif
 
-Moments channel_moments(const at::Tensor& tokens, const at::Tensor& mask) {
+namespace kernel {
+
+std::tuple<c10::SymInt, at::Tensor, at::Tensor> channel_moments(const at::Tensor& tokens,
+                                                            const std::optional<at::Tensor>& mask_opt) {
+  const at::Tensor mask = mask_opt.value_or(at::Tensor());
   TORCH_CHECK_VALUE(tokens.defined() && tokens.dim() == 2 && is_float_type(tokens),
                     "channel_moments: expected (T, C) float32/float64/float16/bfloat16 tokens, got ",
                     tokens.defined() ? tokens.sizes() : at::IntArrayRef{}, " ",
@@ -58,9 +66,10 @@ Moments channel_moments(const at::Tensor& tokens, const at::Tensor& mask) {
   const bool cuda = on_cuda(tokens, "channel_moments");
   if (tokens.size(0) == 0 || tokens.size(1) == 0) {
     auto z = at::zeros({tokens.size(1)}, tokens.options().dtype(at::kDouble));
-    return {0, z, z.clone()};
+    return {c10::SymInt(0), z, z.clone()};
   }
-  return LAKE_DISPATCH(cuda, channel_moments(tokens.contiguous(), m));
+  Moments r = LAKE_DISPATCH(cuda, channel_moments(tokens.contiguous(), m));
+  return {c10::SymInt(r.count), std::move(r.mean), std::move(r.m2)};
 }
 
 at::Tensor top_k(const at::Tensor& scores, int64_t k) {
@@ -72,6 +81,8 @@ at::Tensor top_k(const at::Tensor& scores, int64_t k) {
   const bool cuda = on_cuda(scores, "top_k");
   return LAKE_DISPATCH(cuda, top_k(scores.to(at::kDouble).contiguous(), k));
 }
+
+}  // namespace kernel
 
 namespace {
 
@@ -95,6 +106,8 @@ at::Tensor gather_normalize_impl(const at::Tensor& tokens, const at::Tensor& ind
 
 }  // namespace
 
+namespace kernel {
+
 at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices, double eps) {
   check_gather_args(tokens, indices, eps);
   const int64_t C = tokens.size(1);
@@ -108,15 +121,27 @@ at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices,
   return gather_normalize_impl(tokens, indices.to(tokens.device()), eps, cuda);
 }
 
+}  // namespace kernel
+
+// Not a dispatcher op (an index out of range would read out of bounds, so it is not exposed
+// to torch.ops / Python), but recorded under the op's name so that profiles of the scoring
+// path name it like the checked variant.
 at::Tensor gather_normalize_unchecked(const at::Tensor& tokens, const at::Tensor& indices, double eps) {
+  RECORD_FUNCTION("lake::gather_normalize", std::vector<c10::IValue>({tokens, indices}));
   check_gather_args(tokens, indices, eps);
   TORCH_CHECK_VALUE(indices.device() == tokens.device(), "gather_normalize_unchecked: the indices are on ",
                     indices.device(), ", the tokens on ", tokens.device(), " (expected the same device)");
   return gather_normalize_impl(tokens, indices, eps, on_cuda(tokens, "gather_normalize"));
 }
 
-NearestNeighbors nearest_neighbors(const at::Tensor& queries_in, const at::Tensor& gallery_in,
-                                   const NearestOptions& o) {
+namespace kernel {
+
+std::tuple<at::Tensor, at::Tensor> nearest_neighbors(const at::Tensor& queries_in, const at::Tensor& gallery_in,
+                                                     int64_t tile, int64_t exclude_lo, int64_t exclude_hi) {
+  NearestOptions o;
+  o.tile = tile;
+  o.exclude_lo = exclude_lo;
+  o.exclude_hi = exclude_hi;
   TORCH_CHECK_VALUE(queries_in.defined() && gallery_in.defined() && queries_in.dim() == gallery_in.dim() &&
                         (queries_in.dim() == 2 || queries_in.dim() == 3),
                     "nearest_neighbors: expected (L, Q, K) queries and (L, M, K) gallery (or (Q, K) and (M, K)), got ",
@@ -143,8 +168,11 @@ NearestNeighbors nearest_neighbors(const at::Tensor& queries_in, const at::Tenso
   if (L == 0 || Q == 0 || g.size(1) == 0) {  // nothing to search: every query is as far as can be
     return {at::ones({L, Q}, q.options().dtype(at::kFloat)), at::full({L, Q}, -1, q.options().dtype(at::kLong))};
   }
-  return LAKE_DISPATCH(cuda, nearest_neighbors(q.contiguous(), g.contiguous(), o));
+  NearestNeighbors r = LAKE_DISPATCH(cuda, nearest_neighbors(q.contiguous(), g.contiguous(), o));
+  return {std::move(r.distance), std::move(r.index)};
 }
+
+}  // namespace kernel
 
 at::Tensor gaussian_taps(double sigma, int64_t max_radius) {
   TORCH_CHECK_VALUE(sigma >= 0 && std::isfinite(sigma), "gaussian_taps: sigma must be finite and >= 0, got ", sigma);
@@ -157,6 +185,8 @@ at::Tensor gaussian_taps(double sigma, int64_t max_radius) {
   return at::tensor(w, at::kDouble);
 }
 
+namespace kernel {
+
 at::Tensor upsample_blur(const at::Tensor& maps, int64_t H, int64_t W, double sigma) {
   TORCH_CHECK_VALUE(maps.defined() && maps.dim() == 3 && maps.size(1) > 0 && maps.size(2) > 0,
                     "upsample_blur: expected (B, h, w) maps with h, w >= 1, got ",
@@ -168,6 +198,8 @@ at::Tensor upsample_blur(const at::Tensor& maps, int64_t H, int64_t W, double si
   if (maps.size(0) == 0) return at::empty({0, H, W}, maps.options());
   return LAKE_DISPATCH(cuda, upsample_blur(maps.contiguous(), H, W, taps));
 }
+
+}  // namespace kernel
 
 #undef LAKE_DISPATCH
 
