@@ -59,6 +59,7 @@ except ImportError:  # pragma: no cover - exercised where dask is absent
 
 PARTS = ".lake-parts"          # OUT/.lake-parts/: per-image records, fitted runs, scratch maps
 SCHEDULER_TIMEOUT = 10.0       # seconds to reach a scheduler before giving up (--scheduler-timeout)
+WORKER_TIMEOUT = 120.0         # seconds to wait for a first worker on a scheduler without any
 MODELS_PER_WORKER = 8          # fitted models kept loaded per worker process (a sweep has many)
 MAX_CHUNK = 64                 # images per task at most (the default chunking)
 CHUNKS_PER_WORKER = 4          # default chunking: about this many tasks per worker and run
@@ -96,7 +97,7 @@ def connect(scheduler: Optional[str] = None, workers: Optional[int] = None,
         if int(workers) < 1:
             raise ValueError(f"--workers: expected at least 1 worker process, got {workers}")
         with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=":0" if _has_bokeh() else None, silence_logs=logging.ERROR) as cluster, \
+                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
             yield client
         return
@@ -155,7 +156,15 @@ class WorkerSetup(_WorkerPluginBase):
         torch.set_num_threads(int(self.torch_threads or worker.state.nthreads or 1))
 
 
-def _setup(client, torch_threads: Optional[int] = None) -> None:
+def _setup(client, torch_threads: Optional[int] = None, worker_timeout: float = WORKER_TIMEOUT) -> None:
+    """Waits for a first worker (a RuntimeError after ``worker_timeout`` seconds) and registers
+    :class:`WorkerSetup` on every worker."""
+    try:
+        client.wait_for_workers(1, timeout=worker_timeout)
+    except (TimeoutError, OSError) as e:
+        raise RuntimeError(f"no Dask worker joined the scheduler at {client.scheduler.address} within "
+                           f"{worker_timeout:g} s ({e}): start workers with `dask worker "
+                           f"{client.scheduler.address}`") from None
     client.register_plugin(WorkerSetup(torch_threads), name=WorkerSetup.name)
 
 
