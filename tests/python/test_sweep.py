@@ -80,7 +80,7 @@ def test_sweep_here_and_on_a_cluster(clip, archive, cats, tmp_path):
         assert files[f"{a}_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The same tables from a cluster of 2 worker processes.
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         there = sweep.run(cats, tmp_path / "there", client=client, **kw)
     for a in ("selection", "kind"):
         assert there[f"{a}_csv"].read_bytes() == files[f"{a}_csv"].read_bytes()
