@@ -1,0 +1,99 @@
+"""Benchmark: the cost of calling the head's kernels through the dispatcher, on small inputs.
+
+    PYTHONPATH=python python bench/bench_dispatch.py --before /tmp/lake_before [--pairs 6] [--calls 3000]
+    PYTHONPATH=python python bench/bench_dispatch.py            # this tree only
+
+Since the ops are dispatcher ops (src/ops/registration.cpp), `pylake._C.ops.*` and the C++
+entry points `lake::ops::*` call them through `c10::Dispatcher` (a cached handle, the
+RecordFunction check, the autograd fallback) instead of calling the kernel directly. The
+inputs are tiny so that the call itself dominates:
+
+  upsample_blur      (1, 4, 4) -> (8, 8), sigma 1
+  nearest_neighbors  (1, 16, 8) queries, (1, 32, 8) gallery
+
+`--before DIR` names a copy of an older `pylake` package (DIR/pylake, with its built _C),
+e.g. the tree before the dispatcher ops. Each measurement is a fresh process (one thread)
+timing `--calls` calls, five rounds, median per call; processes alternate before / after
+(A B A B ...) `--pairs` times; the median and the minimum of those are printed (the
+minimum is the least disturbed by other load on a shared machine). The after process also
+times `torch.ops.lake.*` from Python. Numbers, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time
+import torch, pylake
+torch.set_num_threads(1); pylake.set_num_threads(1)
+calls = int(sys.argv[1])
+g = torch.Generator().manual_seed(0)
+maps = torch.rand(1, 4, 4, generator=g)
+q = torch.nn.functional.normalize(torch.randn(1, 16, 8, generator=g), dim=-1)
+gal = torch.nn.functional.normalize(torch.randn(1, 32, 8, generator=g), dim=-1)
+C = pylake._C.ops
+fns = {"upsample_blur": lambda: C.upsample_blur(maps, 8, 8, 1.0),
+       "nearest_neighbors": lambda: C.nearest_neighbors(q, gal, 512, 0, 0)}
+if hasattr(torch.ops, "lake") and hasattr(torch.ops.lake, "upsample_blur"):
+    fns["torch.ops upsample_blur"] = lambda: torch.ops.lake.upsample_blur(maps, 8, 8, 1.0)
+    fns["torch.ops nearest_neighbors"] = lambda: torch.ops.lake.nearest_neighbors(q, gal, 512, 0, 0)
+out = {}
+for name, fn in fns.items():  # grad mode on, as a caller gets by default
+    for _ in range(200):
+        fn()
+    rounds = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        rounds.append((time.perf_counter() - t) / calls * 1e6)
+    out[name] = sorted(rounds)[2]
+print(json.dumps(out))
+"""
+
+
+def run(python_dir: Path, calls: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(python_dir), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", CHILD, str(calls)], env=env, capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", type=Path, help="a folder holding an older pylake package (DIR/pylake)")
+    ap.add_argument("--pairs", type=int, default=6)
+    ap.add_argument("--calls", type=int, default=3000)
+    a = ap.parse_args(argv)
+    variants = {"after": ROOT / "python"}
+    if a.before:
+        variants = {"before": a.before, **variants}
+    results: dict = {v: {} for v in variants}
+    for i in range(a.pairs):
+        for v, path in variants.items():
+            for name, us in run(path, a.calls).items():
+                results[v].setdefault(name, []).append(us)
+        print(f"pair {i + 1}/{a.pairs}: " + "; ".join(
+            f"{v} " + ", ".join(f"{n} {us[-1]:.2f}" for n, us in r.items()) for v, r in results.items()), flush=True)
+    names = sorted({n for r in results.values() for n in r}, key=lambda n: (n.startswith("torch"), n))
+    for label, summary in (("median", statistics.median), ("min", min)):
+        print(f"\nus per call, {label} of the per-process medians:")
+        print(f"{'call':<30}" + "".join(f"{v:>10}" for v in variants) + ("   after - before" if a.before else ""))
+        for n in names:
+            med = {v: summary(results[v][n]) if n in results[v] else None for v in variants}
+            row = f"{n:<30}" + "".join(f"{m:>10.2f}" if m is not None else f"{'':>10}" for m in med.values())
+            if a.before and med.get("before") is not None and med.get("after") is not None:
+                row += f"   {med['after'] - med['before']:+.2f}"
+            print(row)
+
+
+if __name__ == "__main__":
+    main()
