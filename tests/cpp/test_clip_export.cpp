@@ -143,7 +143,11 @@ TEST_CASE("save_clip: failures leave nothing behind and an existing file unchang
   REQUIRE_THROWS_WITH(lake::save_clip(m, missing_dir), Contains("cannot create") && Contains(missing_dir));
   CHECK_FALSE(std::filesystem::exists(export_scratch("no_such_dir")));
 
-  const std::string existing = export_scratch("existing.safetensors");
+  // A folder of this case's own: the other cases write (atomically, through .tmp. files) into
+  // export_scratch's folder, and CTest runs them in parallel.
+  const auto own = std::filesystem::temp_directory_path() / "lake_test_clip_export_failures";
+  std::filesystem::create_directories(own);
+  const std::string existing = (own / "existing.safetensors").string();
   { std::ofstream(existing, std::ios::binary) << "previous"; }
   lake::SaveClipOptions bad;
   bad.vocabulary = "not a gzip'd merges file";
