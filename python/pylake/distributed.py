@@ -143,9 +143,33 @@ def n_workers(client) -> int:
     return max(1, len(client.scheduler_info().get("workers", {})))
 
 
+# glibc's malloc in a Dask worker: the nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536,
+# and setting it turns off glibc's adaptive mmap threshold, so every block of 128 KiB or more
+# (each image, map and activation) is a fresh mmap, page-faulted in and unmapped again: 25 % of
+# a tiny model's predict time here (docs/benchmarks.md). The worker gets the thresholds that
+# the adaptive rule reaches in a plain process (mmap at 32 MiB, DEFAULT_MMAP_THRESHOLD_MAX on
+# 64-bit, trim at twice that).
+MMAP_THRESHOLD = 32 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def tune_malloc() -> bool:
+    """Sets glibc's mmap and trim thresholds of this process (:data:`MMAP_THRESHOLD`); False
+    where the C library is not glibc."""
+    import ctypes  # noqa: PLC0415
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
 class WorkerSetup(_WorkerPluginBase):
     """Registered on every worker (also those that join or restart later): sets LibTorch's
-    threads to the worker's thread count (``dask worker --nthreads``), or ``torch_threads``."""
+    threads to the worker's thread count (``dask worker --nthreads``), or ``torch_threads``,
+    and glibc's malloc thresholds (:func:`tune_malloc`)."""
 
     name = "pylake-setup"
 
@@ -154,6 +178,7 @@ class WorkerSetup(_WorkerPluginBase):
 
     def setup(self, worker) -> None:
         torch.set_num_threads(int(self.torch_threads or worker.state.nthreads or 1))
+        tune_malloc()
 
 
 def _setup(client, torch_threads: Optional[int] = None, worker_timeout: float = WORKER_TIMEOUT) -> None:

@@ -145,7 +145,7 @@ def test_corrupt_image_in_the_middle(client, archive, model_file, images, refere
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 20)
     batch = images[:5] + [bad] + images[5:10]
     out = tmp_path / "o"
-    res = lakedist.predict(client, model_file, batch, out, model=archive, chunk_size=2)
+    res = lakedist.predict(client, model_file, batch, out, model=archive, chunk_size=2, html=True)
     ref = {r["path"]: r for r in json.loads((reference / "predictions.json").read_text())}
     rows = json.loads((out / "predictions.json").read_text())
     assert [r["path"] for r in rows] == [str(p) for p in batch]
@@ -157,9 +157,11 @@ def test_corrupt_image_in_the_middle(client, archive, model_file, images, refere
     assert "error" in (out / "predictions.csv").read_text().splitlines()[0].split(",")
     assert len(list((out / "maps").rglob("*.npy"))) == 10 and not list((out / "maps").rglob("corrupt*"))
     assert res.rows[5]["error"] == err["error"]
-    # The single-process command with --on-error record writes the same table and outputs.
+    # The single-process command with --on-error record writes the same table, outputs and report.html.
     single = tmp_path / "single"
-    predict.run(pylake.NormalityModel.load(model_file, pylake.load_clip(archive)), batch, single, on_error="record")
+    predict.run(pylake.NormalityModel.load(model_file, pylake.load_clip(archive)), batch, single, on_error="record",
+                html=True)
+    assert (out / "report.html").exists() and list((out / "report_files").rglob("*.png"))
     assert_same_outputs(single, out)
     # By flag, the job fails instead, naming the file.
     with pytest.raises(ValueError, match="corrupt.png"):
@@ -318,3 +320,33 @@ def test_eval_cli_with_workers(archive, mvtec, tmp_path):
     meta = dict(report_without_seconds(tmp_path / "a"))
     assert report_without_seconds(tmp_path / "b") == meta
     assert_same_outputs(tmp_path / "a", tmp_path / "b", skip=("report.json",))
+
+
+def test_eval_with_a_corrupt_test_image(client, archive, clip, tmp_path):
+    """A test image that fails to decode: an error row in images.csv, left out of the metrics,
+    a warning; the same report as the single-process command with --on-error record."""
+    from pylake import synthetic
+
+    root = synthetic.generate(tmp_path / "syn", categories=["dots"], n_train=3, n_test_good=3, n_test_defect=4,
+                              size=64)
+    cats = datasets.mvtec(root)
+    bad = cats[0].test[2].path
+    bad.write_bytes(bad.read_bytes()[:40])  # a truncated PNG
+    kw = dict(progress=False, html=False, n_heatmaps=2)
+    evaluate.run(clip, cats, [2], [0], tmp_path / "single", OPTS, {"dataset": "mvtec"}, on_error="record", **kw)
+    lakedist.evaluate(client, cats, [2], [0], tmp_path / "dist", model=archive, options=OPTS,
+                      meta={"dataset": "mvtec"}, **kw)
+    rep = report_without_seconds(tmp_path / "dist")
+    assert rep == report_without_seconds(tmp_path / "single")
+    assert_same_outputs(tmp_path / "single", tmp_path / "dist", skip=("report.json",))
+    assert rep["warnings"] == ["1 test image of dots (2-shot, seed 0) could not be read: left out of the metrics "
+                               "(images.csv, column error)"]
+    rows = json.loads((tmp_path / "dist" / "images.json").read_text())
+    assert len(rows) == len(cats[0].test) and rows[2]["score"] is None and str(bad.name) in rows[2]["error"]
+    # The metrics are those of the other images alone.
+    good = [r for r in rows if r["error"] is None]
+    want = pylake.metrics.image_auroc([r["score"] for r in good], [r["label"] for r in good])
+    assert rep["runs"][0]["image_auroc"] == want
+    with pytest.raises(ValueError, match=bad.name):
+        lakedist.evaluate(client, cats, [2], [0], tmp_path / "fail", model=archive, options=OPTS, on_error="fail",
+                          **kw)
