@@ -22,6 +22,13 @@
 // and F1-max are NaN without positives (with positives only they are 1); AUPRO is NaN
 // without any ground-truth region or without any normal pixel. Errors (c10::ValueError,
 // naming the input): wrong shapes or sizes that do not match, non-finite scores.
+//
+// These functions check their arguments, bring the tensors to contiguous CPU arrays and call
+// the header-only core, where each rule is implemented once without LibTorch:
+// lake/core/metrics.h (curves, integration), lake/core/components.h (regions) and
+// lake/core/pixel_histogram.h (PixelMetrics' bin grid); see docs/core.md.
+
+#include "lake/core/pixel_histogram.h"
 
 #include <ATen/core/Tensor.h>
 
@@ -150,16 +157,7 @@ class PixelMetrics {
   int64_t bins() const { return bins_; }
 
  private:
-  // The grid: bin i of the `bins_` bins holds the scores s with
-  //   floor((floor((s - origin_) * inv_unit_) - offset_) / span_) == i (clamped to the range),
-  // i.e. the base cells [origin_ + k unit, origin_ + (k + 1) unit) for k in
-  // [offset_ + i span_, offset_ + (i + 1) span_); unit = 1 / inv_unit_ and origin_ are fixed
-  // when binning starts, span_ (a power of two) and offset_ (an integer) change on extension.
-  // The base index k is an integer-valued double (exact below 2^53), so nesting is exact.
-  double base_index(double s) const { return std::floor((s - origin_) * inv_unit_); }  // as add_binned
   void start_binning();  // sets the grid (fixed, or from the range seen so far), bins the kept batches
-  void fit_range();      // adaptive: extends the grid to the range seen so far
-  template <typename scalar_t>
   void add_binned(const at::Tensor& maps, const at::Tensor& masks);  // (B, H, W) CPU contiguous / bool
 
   std::optional<double> fixed_lo_, fixed_hi_;
@@ -168,12 +166,8 @@ class PixelMetrics {
   int64_t pixels_ = 0;
   bool binned_ = false;
   double seen_min_ = 0, seen_max_ = 0;  // over all pixels so far (valid when pixels_ > 0)
-  double origin_ = 0, inv_unit_ = 1, unit_ = 1, offset_ = 0, span_ = 1;
   std::vector<at::Tensor> maps_, masks_;  // exact mode
-  // Binned mode: per bin, anomalous and normal pixel counts and the PRO numerator
-  // sum over regions of (region pixels in the bin) / |region|.
-  std::vector<double> pos_, neg_, pro_;
-  double regions_ = 0;
+  core::PixelHistogram hist_;             // binned mode: the grid and the per-bin histograms
 };
 
 }  // namespace lake::metrics
