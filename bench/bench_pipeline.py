@@ -154,7 +154,8 @@ def part_head(clip, args, tmp: Path) -> None:
     images = clip_factory.example_images(n_img, args.size, seed=1)
     for shots in args.shots_list:
         normal = clip_factory.example_images(shots, args.size, seed=2)
-        model = pylake.NormalityModel(clip, image_size=args.size).fit(normal)
+        # batch_size = the largest batch: a score call of b images runs one forward of b, as the probe does
+        model = pylake.NormalityModel(clip, image_size=args.size, batch_size=max(args.batches)).fit(normal)
         probe = pylake.NeuronProbe(clip, layers=model.layers, project_layer=model.semantic_layer)
         for b in args.batches:
             x = images[:b]
@@ -196,7 +197,7 @@ def main() -> int:
     ap.add_argument("--shots-list", type=int, nargs="+", default=[1, 4], help="head: shot counts (default 1 4)")
     ap.add_argument("--batch", type=int, default=1, help="pipeline: batch size (default 1, the bitwise setting)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="head / batch: batch sizes")
-    ap.add_argument("--io-threads", type=int, default=pipeline.default_io_threads(), help="prefetch threads")
+    ap.add_argument("--io-threads", type=int, default=2, help="prefetch threads of the pipeline line (default 2)")
     ap.add_argument("--repeat", type=int, default=3, help="alternated timed rounds after a warm-up (default 3)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads of torch and LAKE (default 2)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, few images, 1 round")

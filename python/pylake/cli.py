@@ -220,7 +220,7 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
                         f"bit-identical to scoring the file alone; {CUDA_BATCH_SIZE} on CUDA, equal to batch 1 within "
                         "1e-5). Larger batches are faster, also on the CPU")
     g.add_argument("--io-threads", type=int, metavar="T",
-                   help="threads decoding and resizing the next images while the backbone runs (default: 2; 0: none)")
+                   help="threads decoding and resizing the next images while the backbone runs (default: 0 when the backbone runs on the CPU with a thread per core, where extra threads only contend; else 2)")
 
 
 

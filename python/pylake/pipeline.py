@@ -36,11 +36,18 @@ def default_batch_size(device: Union[str, torch.device]) -> int:
     return CUDA_BATCH_SIZE if torch.device(device).type == "cuda" else CPU_BATCH_SIZE
 
 
-def default_io_threads() -> int:
-    """Threads that decode and resize images ahead of the backbone: 2, or 1 on a one-core machine.
-    Decoding a 1024 x 1024 PNG and resizing it costs a few percent of a ViT-B/16 forward, so a
-    thread or two keep up (docs/benchmarks.md, "Input pipeline")."""
-    return 1 if (os.cpu_count() or 1) < 2 else 2
+def default_io_threads(device: Union[str, torch.device] = "cpu") -> int:
+    """Threads that decode and resize images ahead of the backbone (the one default).
+
+    On a CPU backbone whose intra-op threads already take every core, 0: prefetching threads
+    then compete with LibTorch's OpenMP pool and stall its barriers (measured on 2 cores,
+    ViT-B/16 at 224 px from 1024 px PNGs: 0.73 of the backbone alone with 2 prefetch threads,
+    0.82 without; docs/benchmarks.md, "Input pipeline and batch size"). Otherwise (a GPU
+    backbone, or spare cores) 2, or 1 on a one-core machine."""
+    cores = os.cpu_count() or 1
+    if torch.device(device).type == "cpu" and torch.get_num_threads() >= cores:
+        return 0
+    return 1 if cores < 2 else 2
 
 
 def prefetch(items: Iterable[T], fn: Callable[[T], R], threads: int = 1, depth: int = 4
@@ -88,8 +95,8 @@ def scored(model, paths: Sequence[Union[str, os.PathLike]], batch_size: Optional
     (reading the file's mask, say) and its result comes third (else ``None``).
 
     ``batch_size``: images per backbone forward (``None``: :func:`default_batch_size` of the
-    model's device). ``io_threads``: decoding threads (``None``: :func:`default_io_threads`;
-    0: decode inline, no overlap). ``depth``: prepared images held ahead (default
+    model's device). ``io_threads``: decoding threads (``None``: :func:`default_io_threads` of the model's
+    device; 0: decode inline, no overlap). ``depth``: prepared images held ahead (default
     ``2 * batch_size + io_threads``). ``on_error="raise"``: a file that fails to decode raises
     its ValueError; ``"yield"``: ``(index, exception, None)`` in its place and the rest go on."""
     if on_error not in ("raise", "yield"):
@@ -97,7 +104,7 @@ def scored(model, paths: Sequence[Union[str, os.PathLike]], batch_size: Optional
     bs = default_batch_size(model.clip.device) if batch_size is None else int(batch_size)
     if bs < 1:
         raise ValueError(f"batch_size must be >= 1, got {bs}")
-    threads = default_io_threads() if io_threads is None else int(io_threads)
+    threads = default_io_threads(model.clip.device) if io_threads is None else int(io_threads)
     if threads < 0:
         raise ValueError(f"io_threads must be >= 0, got {threads}")
     depth = 2 * bs + threads if depth is None else int(depth)

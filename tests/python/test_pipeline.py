@@ -155,6 +155,19 @@ def test_default_batch_size_is_per_device():
     assert pipeline.default_batch_size(torch.device("cuda", 0)) == pipeline.CUDA_BATCH_SIZE > 1
 
 
+def test_default_io_threads_leave_a_busy_cpu_alone(monkeypatch):
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert pipeline.default_io_threads("cpu") == 0       # every core runs the backbone
+        assert pipeline.default_io_threads("cuda:0") == 2    # the CPU is free for decoding
+        torch.set_num_threads(1)
+        assert pipeline.default_io_threads("cpu") == 2       # a core to spare (a 1-thread Dask worker)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_predict_overlays_share_the_calibrated_scale(fitted, grid, tmp_path):
     images = [grid / "test" / "good" / "000.png", grid / "test" / "bent" / "000.png"]
     rows = predict.run(fitted, images, tmp_path / "out", batch_size=2, io_threads=2)
