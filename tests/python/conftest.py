@@ -46,3 +46,17 @@ def shared_dir() -> Path:
 def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     return (a.double() - b.double()).abs().max().item()
+
+
+@pytest.fixture(scope="module")
+def archive(fixtures_dir) -> str:
+    """The tiny LAKE export of the fixtures, as a path string (modules may define their own)."""
+    return str(fixtures_dir / "tiny_export.pt")
+
+
+@pytest.fixture(scope="module")
+def clip(archive):
+    """The tiny export loaded (modules may define their own `clip`)."""
+    import pylake  # noqa: PLC0415
+
+    return pylake.load_clip(archive)

@@ -31,16 +31,6 @@ SIDE = 384  # the test images' side: real content, small enough for a quick test
 
 
 @pytest.fixture(scope="module")
-def archive(fixtures_dir) -> str:
-    return str(fixtures_dir / "tiny_export.pt")
-
-
-@pytest.fixture(scope="module")
-def clip(archive):
-    return pylake.load_clip(archive)
-
-
-@pytest.fixture(scope="module")
 def mvtec(shared_dir) -> Path:
     root = shared_dir / "data" / "mvtec_ad"
     if not (root / "grid").is_dir():

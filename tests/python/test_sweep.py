@@ -8,20 +8,9 @@ import json
 
 import pytest
 
-import pylake
 from pylake import datasets, evaluate, synthetic, sweep
 
 OPTS = dict(image_size=32)
-
-
-@pytest.fixture(scope="module")
-def archive(fixtures_dir) -> str:
-    return str(fixtures_dir / "tiny_export.pt")
-
-
-@pytest.fixture(scope="module")
-def clip(archive):
-    return pylake.load_clip(archive)
 
 
 @pytest.fixture(scope="module")
