@@ -173,23 +173,15 @@ CurveMetrics image_metrics(const S* scores, const L* labels, size_t n) {
   return curve_metrics(exact_curve(items.data(), items.size()));
 }
 
+// One metric of image_metrics (the same curve; the other two cost a pass over it).
 template <typename S, typename L>
-double auroc(const S* scores, const L* labels, size_t n) {
-  auto items = image_items(scores, labels, n);
-  return auroc_of(exact_curve(items.data(), items.size()));
-}
+double auroc(const S* scores, const L* labels, size_t n) { return image_metrics(scores, labels, n).auroc; }
 
 template <typename S, typename L>
-double average_precision(const S* scores, const L* labels, size_t n) {
-  auto items = image_items(scores, labels, n);
-  return ap_of(exact_curve(items.data(), items.size()));
-}
+double average_precision(const S* scores, const L* labels, size_t n) { return image_metrics(scores, labels, n).ap; }
 
 template <typename S, typename L>
-double f1_max(const S* scores, const L* labels, size_t n) {
-  auto items = image_items(scores, labels, n);
-  return f1_of(exact_curve(items.data(), items.size()));
-}
+double f1_max(const S* scores, const L* labels, size_t n) { return image_metrics(scores, labels, n).f1_max; }
 
 /// Appends the pixels of (B, H, W) row-major maps and masks (nonzero = anomalous) to `items`
 /// for an exact pixel curve; returns the number of ground-truth regions (found per image).
