@@ -12,7 +12,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 BUILD      := build
 JOBS       ?= 2
-SYS_PKGS   := cmake ninja-build g++ zlib1g-dev libpng-dev libjpeg-dev nlohmann-json3-dev catch2 git
+SYS_PKGS   := cmake ninja-build g++ zlib1g-dev libpng-dev libjpeg-dev nlohmann-json3-dev catch2 libeigen3-dev libfmt-dev git
 # Installed without their recommended packages: headless Chromium opens report.html in
 # tests/python/test_report.py (Debian 12: 25 packages, about 122 MB to download, 350 MB on disk,
 # about 30 s; its recommends would add some 100 desktop packages).
