@@ -18,8 +18,10 @@
 #include <unordered_map>
 #include <utility>
 
-#include "detail/unicode_tables.h"
+#include "detail/format.h"
 #include "detail/limits.h"
+#include "detail/unicode_tables.h"
+#include "lake/core/utf8.h"
 
 // Internals live in a named namespace (with internal linkage inside) so that they cannot
 // collide with other sources when the library is compiled as a unity build.
@@ -38,98 +40,16 @@ constexpr size_t kMaxCacheEntries = size_t{1} << 17;
 constexpr size_t kMaxCachedPieceBytes = 256;
 
 // ---------------------------------------------------------------- UTF-8 ---
+// The rules live in lake/core/utf8.h; here the strict decoder raises, naming `what`.
 
-// Strict UTF-8 -> code points; raises naming `what` on malformed input.
+using core::utf8_encode;
+using core::utf8_replace_invalid;
+
 std::u32string utf8_decode(std::string_view s, const std::string& what) {
   std::u32string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      out.push_back(c);
-      ++i;
-      continue;
-    }
-    size_t len = 0;
-    char32_t cp = 0, min = 0;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, cp = c & 0x0F, min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4, cp = c & 0x07, min = 0x10000;
-    }
-    bool ok = len != 0 && i + len <= s.size();
-    for (size_t k = 1; ok && k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      ok = (cc & 0xC0) == 0x80;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    ok = ok && cp >= min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
-    TORCH_CHECK(ok, what, " is not valid UTF-8 (bad byte sequence at byte offset ", i, ")");
-    out.push_back(cp);
-    i += len;
-  }
-  return out;
-}
-
-void utf8_append(char32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
-std::string utf8_encode(std::u32string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char32_t c : s) utf8_append(c, out);
-  return out;
-}
-
-// bytes.decode("utf-8", errors="replace"): each maximal invalid subpart -> U+FFFD.
-std::string utf8_replace_invalid(std::string_view b) {
-  std::string out;
-  out.reserve(b.size());
-  size_t i = 0;
-  while (i < b.size()) {
-    const auto c = static_cast<unsigned char>(b[i]);
-    if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-      ++i;
-      continue;
-    }
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // valid range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    size_t k = 1;
-    while (len != 0 && k < len && i + k < b.size()) {
-      const auto cc = static_cast<unsigned char>(b[i + k]);
-      if (k == 1 ? (cc < lo || cc > hi) : (cc < 0x80 || cc > 0xBF)) break;
-      ++k;
-    }
-    if (len != 0 && k == len) {
-      out.append(b.substr(i, len));
-      i += len;
-    } else {
-      out.append("\xEF\xBF\xBD");
-      i += k;
-    }
-  }
+  const size_t bad = core::utf8_decode(s, out);
+  TORCH_CHECK(bad == core::kUtf8Valid,
+              fmt::format("{} is not valid UTF-8 (bad byte sequence at byte offset {})", what, bad));
   return out;
 }
 
@@ -369,7 +289,7 @@ void byte_alphabet(std::array<char32_t, 256>& cp_of_byte, std::array<uint8_t, 25
 std::string gunzip(const std::string& data, const std::string& source) {
   std::string out;
   z_stream zs{};
-  TORCH_CHECK(inflateInit2(&zs, 16 + MAX_WBITS) == Z_OK, "could not initialise zlib to read '", source, "'");
+  TORCH_CHECK(inflateInit2(&zs, 16 + MAX_WBITS) == Z_OK, fmt::format("could not initialise zlib to read '{}'", source));
   size_t pos = 0;
   std::array<char, 1 << 16> buf;
   int rc = Z_OK;
@@ -385,8 +305,9 @@ std::string gunzip(const std::string& data, const std::string& source) {
     rc = inflate(&zs, Z_NO_FLUSH);
     if (out.size() + (buf.size() - zs.avail_out) > limits::kMaxVocabularyBytes) {  // a gzip bomb
       inflateEnd(&zs);
-      TORCH_CHECK_VALUE(false, "vocabulary '", source, "' decompresses to more than the vocabulary size limit of ",
-                        limits::kMaxVocabularyBytes, " bytes");
+      TORCH_CHECK_VALUE(
+          false, fmt::format("vocabulary '{}' decompresses to more than the vocabulary size limit of {} bytes", source,
+                             limits::kMaxVocabularyBytes));
     }
     out.append(buf.data(), buf.size() - zs.avail_out);
     if (rc == Z_STREAM_END) {
@@ -396,19 +317,20 @@ std::string gunzip(const std::string& data, const std::string& source) {
       const size_t at = data.size() - rest;
       if (rest < 2 || static_cast<unsigned char>(data[at]) != 0x1F || static_cast<unsigned char>(data[at + 1]) != 0x8B) {
         inflateEnd(&zs);
-        TORCH_CHECK(false, "vocabulary '", source, "': unexpected data after the gzip stream at byte ", at);
+        TORCH_CHECK(false,
+                    fmt::format("vocabulary '{}': unexpected data after the gzip stream at byte {}", source, at));
       }
       inflateReset(&zs);
       continue;
     }
     if (rc == Z_BUF_ERROR && zs.avail_in == 0 && pos == data.size()) {
       inflateEnd(&zs);
-      TORCH_CHECK(false, "vocabulary '", source, "' is a truncated gzip file");
+      TORCH_CHECK(false, fmt::format("vocabulary '{}' is a truncated gzip file", source));
     }
     if (rc != Z_OK && rc != Z_BUF_ERROR) {
-      const std::string msg = zs.msg ? zs.msg : "error " + std::to_string(rc);
+      const std::string msg = zs.msg ? std::string(zs.msg) : fmt::format("error {}", rc);
       inflateEnd(&zs);
-      TORCH_CHECK(false, "vocabulary '", source, "' is a corrupt gzip file (zlib: ", msg, ")");
+      TORCH_CHECK(false, fmt::format("vocabulary '{}' is a corrupt gzip file (zlib: {})", source, msg));
     }
   }
   inflateEnd(&zs);
@@ -444,7 +366,7 @@ struct TokenizerState {
     // byte positions (a merge keeps the left position), candidate pairs sit in a min-heap of
     // (rank, position), and all entries of the lowest rank are applied as one left-to-right
     // batch; entries made stale by earlier merges fail the re-check and are dropped.
-    TORCH_CHECK(piece.size() < (size_t{1} << 30), "encode: a word of ", piece.size(), " bytes is too long");
+    TORCH_CHECK(piece.size() < (size_t{1} << 30), fmt::format("encode: a word of {} bytes is too long", piece.size()));
     const auto n = static_cast<int32_t>(piece.size());
     std::vector<int32_t> sym(n), prev(n), next(n);
     for (int32_t i = 0; i < n; ++i) {
@@ -509,20 +431,22 @@ namespace lake {
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
   std::error_code ec;
-  TORCH_CHECK_VALUE(std::filesystem::exists(path, ec), "vocabulary file '", path, "' does not exist");
-  TORCH_CHECK(!std::filesystem::is_directory(path, ec), "vocabulary file '", path, "' is a directory");
+  TORCH_CHECK_VALUE(std::filesystem::exists(path, ec), fmt::format("vocabulary file '{}' does not exist", path));
+  TORCH_CHECK(!std::filesystem::is_directory(path, ec), fmt::format("vocabulary file '{}' is a directory", path));
   // Read no more than a vocabulary can hold: a merges file, plain or gzipped, is at most the
   // decompressed limit (a plain 20 GB file is refused before a byte of it is read).
   const uintmax_t file_bytes = std::filesystem::file_size(path, ec);
-  TORCH_CHECK_VALUE(!ec && file_bytes <= detail::limits::kMaxVocabularyBytes, "vocabulary file '", path, "' is ",
-                    ec ? std::string("of unknown size") : std::to_string(file_bytes) + " bytes",
-                    ", more than the vocabulary size limit of ", detail::limits::kMaxVocabularyBytes,
-                    " bytes (CLIP's merges file is 1.6 MB)");
+  TORCH_CHECK_VALUE(
+      !ec && file_bytes <= detail::limits::kMaxVocabularyBytes,
+      fmt::format(
+          "vocabulary file '{}' is {}, more than the vocabulary size limit of {} bytes (CLIP's merges file is 1.6 MB)",
+          path, ec ? std::string("of unknown size") : fmt::format("{} bytes", file_bytes),
+          detail::limits::kMaxVocabularyBytes));
   std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), "vocabulary file '", path, "' cannot be opened");
+  TORCH_CHECK(in.good(), fmt::format("vocabulary file '{}' cannot be opened", path));
   std::ostringstream ss;
   ss << in.rdbuf();
-  TORCH_CHECK(!in.bad(), "error reading vocabulary file '", path, "'");
+  TORCH_CHECK(!in.bad(), fmt::format("error reading vocabulary file '{}'", path));
   return from_bytes(ss.str(), path);
 }
 
@@ -551,8 +475,9 @@ Tokenizer Tokenizer::from_bytes(const std::string& bytes, const std::string& sou
   merges.reserve(kNumMerges);
   size_t line_start = chars.find(U'\n');
   for (size_t line = 1; line <= kNumMerges; ++line) {
-    TORCH_CHECK(line_start != std::u32string::npos, "vocabulary '", source, "' is not a CLIP merges file: it has ",
-                line, " lines, expected at least ", kNumMerges + 1);
+    TORCH_CHECK(line_start != std::u32string::npos,
+                fmt::format("vocabulary '{}' is not a CLIP merges file: it has {} lines, expected at least {}", source,
+                            line, kNumMerges + 1));
     const size_t begin = line_start + 1;
     line_start = chars.find(U'\n', begin);
     const size_t end = line_start == std::u32string::npos ? chars.size() : line_start;
@@ -564,12 +489,16 @@ Tokenizer Tokenizer::from_bytes(const std::string& bytes, const std::string& sou
       if (j > i) parts.emplace_back(chars.substr(i, j - i));
       i = j;
     }
-    TORCH_CHECK(parts.size() == 2, "vocabulary '", source, "' is not a CLIP merges file: line ", line + 1,
-                " has ", parts.size(), " symbols, expected 2");
+    TORCH_CHECK(parts.size() == 2,
+                fmt::format("vocabulary '{}' is not a CLIP merges file: line {} has {} symbols, expected 2", source,
+                            line + 1, parts.size()));
     for (const auto& p : parts)
       for (char32_t c : p)
-        TORCH_CHECK(byte_of_cp.count(c), "vocabulary '", source, "' is not a CLIP merges file: line ", line + 1,
-                    " has character U+", std::hex, static_cast<uint32_t>(c), " outside CLIP's byte alphabet");
+        TORCH_CHECK(
+            byte_of_cp.count(c),
+            fmt::format(
+                "vocabulary '{}' is not a CLIP merges file: line {} has character U+{:x} outside CLIP's byte alphabet",
+                source, line + 1, static_cast<uint32_t>(c)));
     vocab.push_back(parts[0] + parts[1]);
     merges.emplace_back(std::move(parts[0]), std::move(parts[1]));
   }
@@ -608,8 +537,8 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   const auto& st = state();
   std::string raw;
   for (size_t i = 0; i < ids.size(); ++i) {
-    TORCH_CHECK(ids[i] >= 0 && ids[i] < vocab_size(), "decode: id ", ids[i], " at position ", i,
-                " is outside the vocabulary [0, ", vocab_size(), ")");
+    TORCH_CHECK(ids[i] >= 0 && ids[i] < vocab_size(),
+                fmt::format("decode: id {} at position {} is outside the vocabulary [0, {})", ids[i], i, vocab_size()));
     raw += st.id_bytes[static_cast<size_t>(ids[i])];
   }
   const std::string text = utf8_replace_invalid(raw);
@@ -628,16 +557,18 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
 
 at::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts, int64_t context_length, bool truncate) const {
   const auto& st = state();
-  TORCH_CHECK(context_length >= 2, "tokenize: context_length must be at least 2 (room for the start and end tokens), got ",
-              context_length);
+  TORCH_CHECK(context_length >= 2,
+              fmt::format("tokenize: context_length must be at least 2 (room for the start and end tokens), got {}",
+                          context_length));
   const auto rows = static_cast<int64_t>(texts.size());
   at::Tensor result = at::zeros({rows, context_length}, at::TensorOptions().dtype(at::kLong));
   int64_t* data = result.data_ptr<int64_t>();
   for (int64_t r = 0; r < rows; ++r) {
-    const auto ids = st.encode(texts[r], "text " + std::to_string(r));
+    const auto ids = st.encode(texts[r], fmt::format("text {}", r));
     const auto total = static_cast<int64_t>(ids.size()) + 2;
-    TORCH_CHECK(truncate || total <= context_length, "tokenize: text ", r, " is too long: ", total,
-                " tokens including start and end, context_length is ", context_length);
+    TORCH_CHECK(truncate || total <= context_length,
+                fmt::format("tokenize: text {} is too long: {} tokens including start and end, context_length is {}", r,
+                            total, context_length));
     int64_t* row = data + r * context_length;
     const int64_t n = std::min<int64_t>(static_cast<int64_t>(ids.size()), context_length - 2);
     row[0] = st.sot;

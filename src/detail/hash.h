@@ -1,28 +1,19 @@
 #pragma once
-// A 64-bit running hash for fingerprints and checksums (internal; not cryptographic).
+// liblake's hasher: lake::core::Hasher (include/lake/core/hash.h, the rule and the digest text)
+// plus tensors (internal; fingerprints and checksums, not cryptographic).
 
 #include <ATen/core/Tensor.h>
 
-#include <cstdint>
-#include <string>
+#include "lake/core/hash.h"
 
-namespace lake {
+namespace lake::detail {
 
-namespace detail {
-/// A 64-bit running hash (FNV-1a over bytes, a multiply-xorshift mix over 8-byte words).
-class Hasher {
+/// core::Hasher that also takes tensors.
+class Hasher : public core::Hasher {
  public:
-  void bytes(const void* data, size_t n);
-  void str(const std::string& s) { uint64_t n = s.size(); word(n); bytes(s.data(), s.size()); }
-  void word(uint64_t w);
-  /// Shape, dtype and the values of a tensor (CPU, contiguous copy if needed).
+  /// dtype code, each dimension, then the values' bytes (a CPU, contiguous copy if needed);
+  /// an undefined tensor hashes as the single word 0xdeadbeef.
   void tensor(const at::Tensor& t);
-  uint64_t value() const { return h_; }
-  std::string hex() const;
-
- private:
-  uint64_t h_ = 1469598103934665603ull;
 };
-}  // namespace detail
 
-}  // namespace lake
+}  // namespace lake::detail
