@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "lake/core/resample.h"
 #include "ops/dispatch_kernels.h"
 #include "ops/kernels.h"
 
@@ -176,13 +177,7 @@ std::tuple<at::Tensor, at::Tensor> nearest_neighbors(const at::Tensor& queries_i
 
 at::Tensor gaussian_taps(double sigma, int64_t max_radius) {
   TORCH_CHECK_VALUE(sigma >= 0 && std::isfinite(sigma), "gaussian_taps: sigma must be finite and >= 0, got ", sigma);
-  int64_t r = sigma > 0 ? static_cast<int64_t>(4.0 * sigma + 0.5) : 0;
-  r = std::max<int64_t>(0, std::min(r, max_radius));
-  std::vector<double> w(static_cast<size_t>(2 * r + 1), 1.0);
-  double sum = 0;
-  for (int64_t x = -r; x <= r; ++x) sum += w[x + r] = r == 0 ? 1.0 : std::exp(-static_cast<double>(x * x) / (2 * sigma * sigma));
-  for (auto& v : w) v /= sum;
-  return at::tensor(w, at::kDouble);
+  return at::tensor(core::gaussian_taps(sigma, max_radius), at::kDouble);
 }
 
 namespace kernel {

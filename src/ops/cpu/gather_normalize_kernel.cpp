@@ -1,12 +1,12 @@
-// gather_normalize on the CPU: rows in parallel; per row, gather K channels as float32,
-// accumulate the squared norm, divide.
+// gather_normalize on the CPU: rows in parallel, each through lake::core::gather_normalize_row
+// (gather K channels as float32, divide by the L2 norm; Eigen).
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
-#include <cmath>
-
+#include "lake/core/rows.h"
+#include "ops/cpu/eigen_scalars.h"
 #include "ops/kernels.h"
 
 namespace lake::ops::cpu {
@@ -20,18 +20,7 @@ at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, tokens.scalar_type(), "gather_normalize_cpu", [&] {
     const scalar_t* x = tokens.data_ptr<scalar_t>();
     at::parallel_for(0, T, 64, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const scalar_t* row = x + t * C;
-        float* dst = o + t * K;
-        float ss = 0.f;
-        for (int64_t j = 0; j < K; ++j) {
-          const float v = static_cast<float>(row[idx[j]]);
-          dst[j] = v;
-          ss += v * v;
-        }
-        const float norm = std::max(std::sqrt(ss), feps);
-        for (int64_t j = 0; j < K; ++j) dst[j] /= norm;
-      }
+      for (int64_t t = t0; t < t1; ++t) core::gather_normalize_row(x + t * C, C, idx, K, feps, o + t * K);
     });
   });
   return out;

@@ -1,6 +1,6 @@
 // nearest_neighbors on the CPU. Per layer, the gallery is walked in tiles of `tile` rows:
 // one GEMM of all queries against the tile (LibTorch's multi-threaded BLAS) into a reused
-// (Q x tile) buffer, then a parallel, vectorised scan keeping each query's running max
+// (Q x tile) buffer, then a parallel scan (lake::core::improve_nearest, Eigen) keeping each query's running max
 // (similarity) and first arg-max. Memory: O(Q x tile), independent of the gallery size;
 // the (Q x M) matrix is never formed. Tiles are visited
 // in ascending row order and a later row only wins by a strictly larger similarity, so ties
@@ -12,48 +12,20 @@
 #include <algorithm>
 #include <limits>
 
+#include "lake/core/rows.h"
 #include "ops/kernels.h"
 
 namespace lake::ops::cpu {
 
 namespace {
 
-typedef float v8f __attribute__((vector_size(32)));
-
-// The maximum of r[0, n), NaN ignored (as on CUDA): eight independent lanes (GCC vector
-// extension: AVX on CPUs that have it through target_clones, two SSE halves elsewhere),
-// then across lanes.
-__attribute__((target_clones("avx2", "default"))) float row_max(const float* r, int64_t n) {
-  constexpr float kLow = -std::numeric_limits<float>::infinity();
-  v8f acc = {kLow, kLow, kLow, kLow, kLow, kLow, kLow, kLow};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    v8f v;
-    __builtin_memcpy(&v, r + j, sizeof(v));
-    acc = v > acc ? v : acc;
-  }
-  float m = kLow;
-  for (int lane = 0; lane < 8; ++lane) m = acc[lane] > m ? acc[lane] : m;
-  for (; j < n; ++j) m = r[j] > m ? r[j] : m;
-  return m;
-}
-
-// Columns [c0, c1) of a (rows x ld) buffer: improve best/arg of each row (a later column
-// wins only by a strictly larger value: ties keep the lowest column).
+// Columns [c0, c1) of a (rows x ld) buffer: improve best/arg of each row (lake/core/rows.h:
+// NaN ignored, a later column wins only by a strictly larger value).
 void scan_columns(const float* buf, int64_t rows, int64_t ld, int64_t c0, int64_t c1, int64_t row_offset,
                   float* best, int64_t* arg) {
   if (c0 >= c1) return;
   at::parallel_for(0, rows, 32, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const float* r = buf + i * ld;
-      const float m = row_max(r + c0, c1 - c0);
-      if (m > best[i]) {
-        int64_t j = c0;
-        while (r[j] != m) ++j;
-        best[i] = m;
-        arg[i] = row_offset + j;
-      }
-    }
+    for (int64_t i = i0; i < i1; ++i) core::improve_nearest(buf + i * ld, c0, c1, row_offset, best[i], arg[i]);
   });
 }
 

@@ -5,10 +5,10 @@
 //   kWarp                       threads per warp
 //   cub_temp(bytes, device)     CUB temporary storage from the caching allocator (a kByte tensor:
 //                               keep it alive until the CUB call has been enqueued)
-//   MomentsPartial, ChanMerge   (n, mean, m2) of a set of values and Chan et al.'s merge of two
-//                               such sets; n == 0 is the identity, so it fits cub::BlockReduce
-//   ordered_key(double)         uint64 whose unsigned order is the numeric order; NaN -> 0 (the
-//                               lowest key), -0.0 and +0.0 -> the same key
+//   MomentsPartial, ChanMerge   lake/core/moments.h: (n, mean, m2) and Chan et al.'s merge
+//                               (n == 0 is the identity, so it fits cub::BlockReduce)
+//   ordered_key(double)         lake/core/top_k.h: uint64 whose unsigned order is the numeric
+//                               order; NaN -> 0 (the lowest key), -0.0 and +0.0 -> the same key
 //   ordered_bits(float)         uint32 whose unsigned order is the numeric order (no NaN in),
 //   from_ordered_bits(u)        and its inverse
 //
@@ -35,6 +35,9 @@
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 
+#include "lake/core/moments.h"
+#include "lake/core/top_k.h"
+
 #include <cstddef>
 #include <cstdint>
 
@@ -53,32 +56,11 @@ inline at::Tensor cub_temp(size_t bytes, const at::Device& device) {
   return at::empty({static_cast<int64_t>(bytes > 0 ? bytes : 1)}, at::TensorOptions().dtype(at::kByte).device(device));
 }
 
-/// Count, mean and sum of squared deviations of a set of values (float64).
-struct MomentsPartial {
-  double n;
-  double mean;
-  double m2;
-};
-
-/// Chan et al.'s merge; the same formula as the CPU path (src/ops/cpu/channel_moments_kernel.cpp).
-struct ChanMerge {
-  __host__ __device__ MomentsPartial operator()(const MomentsPartial& a, const MomentsPartial& b) const {
-    if (b.n == 0) return a;
-    if (a.n == 0) return b;
-    const double n = a.n + b.n;
-    const double delta = b.mean - a.mean;
-    return {n, a.mean + delta * (b.n / n), a.m2 + (b.m2 + delta * delta * (a.n * b.n / n))};
-  }
-};
-
-/// Sort key of a double: unsigned order == numeric order, NaN (any sign) -> 0 below -inf,
-/// -0.0 == +0.0. No number maps to 0 (-inf -> 0x000FFFFFFFFFFFFF).
-__device__ inline uint64_t ordered_key(double d) {
-  if (d != d) return 0;
-  if (d == 0.0) d = 0.0;  // -0.0 ties with +0.0, as with operator== on the CPU
-  const auto u = static_cast<uint64_t>(__double_as_longlong(d));
-  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
-}
+// The moments merge and the top-k sort key are the core's (lake/core/moments.h, top_k.h), shared
+// with the CPU kernels.
+using core::ChanMerge;
+using core::MomentsPartial;
+using core::ordered_key;
 
 /// Order-preserving bits of a float that is not NaN (-0.0 and +0.0 differ: canonicalise first).
 __device__ inline uint32_t ordered_bits(float f) {

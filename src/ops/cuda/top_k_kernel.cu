@@ -1,7 +1,7 @@
 // top_k on CUDA: a stable descending radix sort of all C scores, then an ascending sort of the
 // first k indices.
 //
-// make_keys maps every score to ordered_key (cuda_utils.cuh): a uint64 whose unsigned order is
+// make_keys maps every score to ordered_key (lake/core/top_k.h): a uint64 whose unsigned order is
 // the numeric order, with NaN -> 0 (below -inf) and -0.0 == +0.0; the values are 0..C-1.
 // cub::DeviceRadixSort::SortPairsDescending is stable, so equal keys keep ascending indices:
 // the sorted values are exactly the CPU order (higher score, NaN last, lower index first).

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "lake/core/resample.h"
 #include "ops/cuda/cuda_utils.cuh"
 #include "ops/kernels.h"
 
@@ -28,23 +29,12 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// torch.nn.functional.interpolate(mode="bilinear", align_corners=False): output index d of
-// `out` samples input indices i0, i1 with weights w0, w1 (as lerp_table on the CPU).
-struct Lerp {
-  int64_t i0, i1;
-  float w0, w1;
-};
-
-__device__ inline Lerp lerp(int64_t d, int64_t in, float scale) {
-  const float src = fmaxf(__fadd_rn(__fmul_rn(scale, static_cast<float>(d) + 0.5f), -0.5f), 0.f);
-  const int64_t i0 = std::min(static_cast<int64_t>(src), in - 1);
-  const float l1 = src - static_cast<float>(i0);
-  return {i0, std::min(i0 + 1, in - 1), 1.f - l1, l1};
-}
-
-__device__ inline int64_t reflect(int64_t i, int64_t n) { return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i); }
-
-__device__ inline float mix(float w0, float a, float w1, float b) { return __fadd_rn(__fmul_rn(w0, a), __fmul_rn(w1, b)); }
+// lake/core/resample.h: the lerp taps, the rounding of every multiply-add and the reflection,
+// shared with the CPU kernel.
+using core::lerp_mix;
+using core::lerp_tap;
+using core::LerpTap;
+using core::reflect;
 
 __global__ void __launch_bounds__(kThreads)
     upsample_rows(const float* __restrict__ in, int64_t B, int64_t h, int64_t w, int64_t H, int64_t W,
@@ -52,15 +42,15 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t total = B * H * W;
   for (int64_t p = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; p < total; p += int64_t{gridDim.x} * blockDim.x) {
     const int64_t x = p % W, y = (p / W) % H, b = p / (W * H);
-    const Lerp ly = lerp(y, h, scale_y);
+    const LerpTap ly = lerp_tap(y, h, scale_y);
     const float* r0 = in + (b * h + ly.i0) * w;
     const float* r1 = in + (b * h + ly.i1) * w;
     float acc = 0.f;
     for (int64_t k = 0; k <= 2 * r; ++k) {
-      const Lerp lx = lerp(reflect(x + k - r, W), w, scale_x);
-      const float up = mix(ly.w0, mix(lx.w0, r0[lx.i0], lx.w1, r0[lx.i1]), ly.w1,
-                           mix(lx.w0, r1[lx.i0], lx.w1, r1[lx.i1]));
-      acc = r == 0 ? up : __fadd_rn(acc, __fmul_rn(taps[k], up));
+      const LerpTap lx = lerp_tap(reflect(x + k - r, W), w, scale_x);
+      const float up = lerp_mix(ly.w0, lerp_mix(lx.w0, r0[lx.i0], lx.w1, r0[lx.i1]), ly.w1,
+                                lerp_mix(lx.w0, r1[lx.i0], lx.w1, r1[lx.i1]));
+      acc = r == 0 ? up : core::add_rn(acc, core::mul_rn(taps[k], up));
     }
     out[p] = acc;
   }
@@ -74,7 +64,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t x = p % W, y = (p / W) % H, b = p / (W * H);
     const float* col = in + b * H * W + x;
     float acc = 0.f;
-    for (int64_t k = 0; k <= 2 * r; ++k) acc = __fadd_rn(acc, __fmul_rn(taps[k], col[reflect(y + k - r, H) * W]));
+    for (int64_t k = 0; k <= 2 * r; ++k)
+      acc = core::add_rn(acc, core::mul_rn(taps[k], col[reflect(y + k - r, H) * W]));
     out[p] = acc;
   }
 }
@@ -99,8 +90,8 @@ at::Tensor upsample_blur(const at::Tensor& maps, int64_t H, int64_t W, const at:
 
   auto stream = c10::cuda::getCurrentCUDAStream();
   const auto blocks = static_cast<unsigned>(std::min<int64_t>(ceil_div<int64_t>(total, kThreads), INT_MAX));
-  const float scale_y = static_cast<float>(h) / static_cast<float>(H);
-  const float scale_x = static_cast<float>(w) / static_cast<float>(W);
+  const float scale_y = core::resample_scale(h, H);
+  const float scale_x = core::resample_scale(w, W);
   auto rows = r == 0 ? out : at::empty({B, H, W}, maps.options());
   upsample_rows<<<blocks, kThreads, 0, stream>>>(maps.data_ptr<float>(), B, h, w, H, W, scale_y, scale_x,
                                                  taps.data_ptr<float>(), r, rows.data_ptr<float>());
