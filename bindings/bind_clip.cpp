@@ -1,4 +1,4 @@
-// Bindings: ClipConfig, ClipModel, load_clip, Tokenizer.
+// Bindings: Activation, LoadOptions, ClipConfig, ClipModel, load_clip, Tokenizer.
 #include <torch/extension.h>
 
 #include <map>
@@ -7,6 +7,7 @@
 
 #include "lake/clip_model.h"
 #include "lake/tokenizer.h"
+#include "options.h"
 
 namespace py = pybind11;
 
@@ -21,6 +22,29 @@ c10::ScalarType parse_dtype(const std::string& s) {
 }
 
 void bind_clip(py::module_& m) {
+  bind_enum<Activation>(m, "Activation", &parse_activation,
+                        {{"QuickGELU", Activation::QuickGELU}, {"GELU", Activation::GELU}},
+                        "The MLP activation of a CLIP tower: 'quick_gelu' (OpenAI) or 'gelu'.");
+
+  OptionsClass<LoadOptions>(m, "LoadOptions", "lake::LoadOptions: how load_clip loads an archive.")
+      .converted_field("device", &LoadOptions::device,
+                       [](const py::object& v) {
+                         return py::isinstance<py::str>(v) ? c10::Device(v.cast<std::string>()) : v.cast<c10::Device>();
+                       },
+                       "torch.device (or its name) the weights live on and the forward runs on")
+      .converted_field("dtype", &LoadOptions::dtype,
+                       [](const py::object& v) {
+                         return py::isinstance<py::str>(v) ? parse_dtype(v.cast<std::string>())
+                                                           : v.cast<c10::ScalarType>();
+                       },
+                       "compute torch.dtype (float32; float16 / bfloat16 on CUDA; float64)")
+      .optional_enum_field("activation", &LoadOptions::activation, &parse_activation,
+                           "Activation (or its name) overriding the archive's; None: the archive's")
+      .field("vision_heads", &LoadOptions::vision_heads, "head count override (0: recorded, else width / 64)")
+      .field("text_heads", &LoadOptions::text_heads, "head count override (0: recorded, else width / 64)")
+      .field("load_text", &LoadOptions::load_text, "also load the text tower")
+      .finish();
+
   py::class_<ClipConfig>(m, "ClipConfig")
       .def_readonly("image_size", &ClipConfig::image_size)
       .def_readonly("patch_size", &ClipConfig::patch_size)
@@ -67,8 +91,8 @@ void bind_clip(py::module_& m) {
 
   py::class_<ClipModel>(m, "ClipModel")
       .def_property_readonly("config", &ClipModel::config, py::return_value_policy::reference_internal)
-      .def_property_readonly("device", [](const ClipModel& c) { return c.device().str(); })
-      .def_property_readonly("dtype", [](const ClipModel& c) { return std::string(c10::toString(c.dtype())); })
+      .def_property_readonly("device", &ClipModel::device)
+      .def_property_readonly("dtype", &ClipModel::dtype)
       .def_property_readonly("path", &ClipModel::path)
       .def("encode_image", &ClipModel::encode_image, py::arg("images"), py::call_guard<py::gil_scoped_release>())
       .def("encode_text", &ClipModel::encode_text, py::arg("tokens"), py::call_guard<py::gil_scoped_release>())
@@ -82,25 +106,16 @@ void bind_clip(py::module_& m) {
 
   m.def(
       "load_clip",
-      [](const std::string& path, const std::string& device, const std::optional<std::string>& activation,
-         const std::string& dtype, int64_t vision_heads, int64_t text_heads, bool load_text) {
-        LoadOptions o;
-        o.device = c10::Device(device);
-        o.dtype = parse_dtype(dtype);
-        if (activation) o.activation = parse_activation(*activation);
-        o.vision_heads = vision_heads;
-        o.text_heads = text_heads;
-        o.load_text = load_text;
+      [](const std::string& path, const LoadOptions& options) {
         torch::PyWarningHandler warnings;  // TORCH_WARN -> Python warnings
         std::optional<ClipModel> model;
         {
           py::gil_scoped_release release;
-          model.emplace(load_clip(path, o));
+          model.emplace(load_clip(path, options));
         }
         return *model;
       },
-      py::arg("path"), py::arg("device") = "cpu", py::arg("activation") = py::none(), py::arg("dtype") = "float32",
-      py::arg("vision_heads") = 0, py::arg("text_heads") = 0, py::arg("load_text") = true);
+      py::arg("path"), py::arg("options") = LoadOptions());
 
   m.def(
       "clip_from_state_dict",

@@ -1,5 +1,6 @@
 // Bindings: evaluation metrics (lake::metrics), as names prefixed `metrics_` and the
-// ImageMetrics / PixelMetrics accumulators.
+// ImageMetrics / PixelMetrics accumulators. Names follow lake::metrics::kImageMetricNames /
+// kPixelMetricNames (bound as IMAGE_METRICS / PIXEL_METRICS): average_precision is `metrics_ap`.
 #include <torch/extension.h>
 
 #include "lake/metrics.h"
@@ -11,7 +12,7 @@ namespace lake::bindings {
 void bind_metrics(py::module_& m) {
   using namespace lake::metrics;
   m.def("metrics_auroc", &auroc, py::arg("scores"), py::arg("labels"), py::call_guard<py::gil_scoped_release>());
-  m.def("metrics_average_precision", &average_precision, py::arg("scores"), py::arg("labels"),
+  m.def("metrics_ap", &average_precision, py::arg("scores"), py::arg("labels"),
         py::call_guard<py::gil_scoped_release>());
   m.def("metrics_f1_max", &f1_max, py::arg("scores"), py::arg("labels"), py::call_guard<py::gil_scoped_release>());
   m.def("metrics_connected_components", &connected_components, py::arg("mask"),
@@ -19,6 +20,10 @@ void bind_metrics(py::module_& m) {
   m.def("metrics_aupro", &aupro, py::arg("maps"), py::arg("masks"), py::arg("fpr_limit") = 0.3,
         py::call_guard<py::gil_scoped_release>());
 
+  m.attr("IMAGE_METRICS") = py::tuple(py::cast(std::vector<std::string>(std::begin(kImageMetricNames),
+                                                                        std::end(kImageMetricNames))));
+  m.attr("PIXEL_METRICS") = py::tuple(py::cast(std::vector<std::string>(std::begin(kPixelMetricNames),
+                                                                        std::end(kPixelMetricNames))));
   py::class_<ImageResult>(m, "ImageResult")
       .def_readonly("auroc", &ImageResult::auroc)
       .def_readonly("ap", &ImageResult::ap)

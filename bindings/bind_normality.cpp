@@ -1,8 +1,10 @@
-// Bindings: SensitivitySelector, NeuronSet, NormalityModel, Prediction.
+// Bindings: SensitivityScore, Pooling, SelectorOptions, NormalityOptions, SensitivitySelector,
+// NeuronSet, NormalityModel, Prediction.
 #include <torch/extension.h>
 
 #include "lake/normality_model.h"
 #include "lake/sensitivity_selector.h"
+#include "options.h"
 
 namespace py = pybind11;
 
@@ -31,11 +33,56 @@ void bind_normality(py::module_& m) {
       .def_readonly("layers", &NeuronSet::layers)
       .def("total", &NeuronSet::total);
 
+  bind_enum<SensitivityScore>(m, "SensitivityScore", &parse_sensitivity_score,
+                              {{"Variance", SensitivityScore::Variance},
+                               {"NormalizedVariance", SensitivityScore::NormalizedVariance},
+                               {"CoefficientOfVariation", SensitivityScore::CoefficientOfVariation},
+                               {"Random", SensitivityScore::Random}},
+                              "How a channel's sensitivity is scored: 'variance', 'normalized_variance', 'cv' "
+                              "('coefficient_of_variation'), 'random'.");
+  bind_enum<Pooling>(m, "Pooling", &parse_pooling, {{"Max", Pooling::Max}, {"Top1Pct", Pooling::Top1Pct}},
+                     "How the image score pools the anomaly map: 'max' or 'top1pct'.");
+
+  OptionsClass<SelectorOptions>(m, "SelectorOptions", "lake::SelectorOptions: how SensitivitySelector picks.")
+      .field("k", &SelectorOptions::k, "neurons kept per layer")
+      .enum_field("score", &SelectorOptions::score, &parse_sensitivity_score, "SensitivityScore or its name")
+      .field("seed", &SelectorOptions::seed, "seed of score='random'")
+      .finish();
+
+  OptionsClass<NormalityOptions>(m, "NormalityOptions",
+                                 "lake::NormalityOptions: every option of NormalityModel, with the METHOD.md "
+                                 "defaults (docs/method.md, 'Options').")
+      .field("layers", &NormalityOptions::layers, "tapped blocks (1-based / negative); empty: quarter points")
+      .field("k", &NormalityOptions::k, "sensitive neurons per layer")
+      .enum_field("score", &NormalityOptions::score, &parse_sensitivity_score, "SensitivityScore or its name")
+      .field("seed", &NormalityOptions::seed, "seed of score='random'")
+      .enum_field("kind", &NormalityOptions::kind, &parse_probe_kind, "ProbeKind or its name")
+      .field("image_size", &NormalityOptions::image_size, "backbone input side S; 0: the model's rule")
+      .field("text_weight", &NormalityOptions::text_weight, "lambda of the fusion")
+      .field("class_name", &NormalityOptions::class_name, "fills the prompt templates")
+      .field("normal_prompts", &NormalityOptions::normal_prompts, "full sentences; empty: the ensemble")
+      .field("anomaly_prompts", &NormalityOptions::anomaly_prompts, "full sentences; empty: the ensemble")
+      .field("semantic_layer", &NormalityOptions::semantic_layer, "block meeting the text; 0: deepest tapped")
+      .enum_field("pooling", &NormalityOptions::pooling, &parse_pooling, "Pooling or its name")
+      .field("blur_sigma", &NormalityOptions::blur_sigma, "Gaussian blur of the map in output pixels (0: none)")
+      .field("gallery_tile", &NormalityOptions::gallery_tile, "gallery rows per CPU search tile")
+      .field("batch_size", &NormalityOptions::batch_size, "images per backbone forward")
+      .field("vocabulary", &NormalityOptions::vocabulary, "BPE vocabulary file; empty: the archive's own")
+      .finish();
+
+  const SelectorOptions selector_defaults;
   py::class_<SensitivitySelector>(m, "SensitivitySelector")
-      .def(py::init([](int64_t k, const std::string& score, uint64_t seed, const std::string& kind) {
-             return SensitivitySelector({k, parse_sensitivity_score(score), seed}, parse_probe_kind(kind));
+      .def(py::init<SelectorOptions, ProbeKind>(), py::arg("options"), py::arg("kind") = ProbeKind::Residual)
+      .def(py::init([](int64_t k, const py::object& score, uint64_t seed, const py::object& kind) {
+             SelectorOptions o;
+             o.k = k;
+             o.score = enum_value<SensitivityScore>(score, &parse_sensitivity_score, "SensitivitySelector: score");
+             o.seed = seed;
+             return SensitivitySelector(o, enum_value<ProbeKind>(kind, &parse_probe_kind, "SensitivitySelector: kind"));
            }),
-           py::arg("k") = 100, py::arg("score") = "variance", py::arg("seed") = 0, py::arg("kind") = "residual")
+           py::arg("k") = selector_defaults.k, py::arg("score") = selector_defaults.score,
+           py::arg("seed") = selector_defaults.seed, py::arg("kind") = ProbeKind::Residual)
+      .def_property_readonly("options", &SensitivitySelector::options, py::return_value_policy::copy)
       .def("update", &SensitivitySelector::update, py::arg("layer"), py::arg("activations"),
            py::call_guard<py::gil_scoped_release>())
       .def("select", &SensitivitySelector::select, py::call_guard<py::gil_scoped_release>())
@@ -60,41 +107,14 @@ void bind_normality(py::module_& m) {
       .def_readonly("map", &NeuronDeviation::map);
 
   py::class_<NormalityModel>(m, "NormalityModel")
-      .def(py::init([](const ClipModel& model, const std::vector<int64_t>& layers, int64_t k, const std::string& score,
-                       uint64_t seed, const std::string& kind, int64_t image_size, double text_weight,
-                       const std::string& class_name, const std::vector<std::string>& normal_prompts,
-                       const std::vector<std::string>& anomaly_prompts, int64_t semantic_layer,
-                       const std::string& pooling, double blur_sigma, int64_t gallery_tile,
-                       int64_t batch_size, const std::string& vocabulary) {
-             NormalityOptions o;
-             o.layers = layers;
-             o.k = k;
-             o.score = parse_sensitivity_score(score);
-             o.seed = seed;
-             o.kind = parse_probe_kind(kind);
-             o.image_size = image_size;
-             o.text_weight = text_weight;
-             o.class_name = class_name;
-             o.normal_prompts = normal_prompts;
-             o.anomaly_prompts = anomaly_prompts;
-             o.semantic_layer = semantic_layer;
-             o.pooling = parse_pooling(pooling);
-             o.blur_sigma = blur_sigma;
-             o.gallery_tile = gallery_tile;
-             o.batch_size = batch_size;
-             o.vocabulary = vocabulary;
-             return NormalityModel(model, o);
-           }),
-           py::arg("model"), py::arg("layers"), py::arg("k"), py::arg("score"), py::arg("seed"), py::arg("kind"),
-           py::arg("image_size"), py::arg("text_weight"), py::arg("class_name"), py::arg("normal_prompts"),
-           py::arg("anomaly_prompts"), py::arg("semantic_layer"), py::arg("pooling"), py::arg("blur_sigma"),
-           py::arg("gallery_tile"), py::arg("batch_size"), py::arg("vocabulary"))
+      .def(py::init<ClipModel, NormalityOptions>(), py::arg("model"), py::arg("options") = NormalityOptions())
       .def("fit", &NormalityModel::fit, py::arg("normal_images"), py::call_guard<py::gil_scoped_release>())
       .def("is_fitted", &NormalityModel::is_fitted)
       .def("score", &NormalityModel::score, py::arg("images"), py::arg("with_branches") = false,
            py::call_guard<py::gil_scoped_release>())
       .def("calibrate", &NormalityModel::calibrate, py::arg("normal_images"), py::arg("quantile") = 0.99,
            py::arg("leave_one_out") = false, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("options", &NormalityModel::options, py::return_value_policy::copy)
       .def_property_readonly("batch_size", [](const NormalityModel& m) { return m.options().batch_size; })
       .def_property_readonly("gallery_tile", [](const NormalityModel& m) { return m.options().gallery_tile; })
       .def_property_readonly("class_name", [](const NormalityModel& m) { return m.options().class_name; })

@@ -55,6 +55,13 @@ at::Tensor connected_components(const at::Tensor& mask);
 /// ground truth (bool or nonzero = anomalous); 0 < fpr_limit <= 1.
 double aupro(const at::Tensor& maps, const at::Tensor& masks, double fpr_limit = 0.3);
 
+/// The metric names, one scheme for C++, the bindings and Python: the fields of ImageResult /
+/// PixelResult (and of pylake.metrics' results), the functions of pylake.metrics, and the report
+/// columns "image_<name>" / "pixel_<name>" (pylake.evaluate.METRIC_KEYS). C++'s function for "ap"
+/// keeps sklearn's long name, average_precision.
+inline constexpr const char* kImageMetricNames[] = {"auroc", "ap", "f1_max"};
+inline constexpr const char* kPixelMetricNames[] = {"auroc", "ap", "f1_max", "aupro"};
+
 struct ImageResult {
   double auroc, ap, f1_max;
 };

@@ -17,16 +17,18 @@ import torch  # noqa: F401  (loads LibTorch before the extension)
 
 from . import _C, datasets, export, metrics, synthetic
 from . import _ops  # noqa: F401  (fake kernels of the dispatcher ops torch.ops.lake.*)
-from ._clip import ClipModel, load_clip
+from ._clip import Activation, ClipModel, LoadOptions, load_clip
 from ._models import KnownModel, ModelLocation, cache_dirs, download_model, known_models, locate_model, resolve_model
 from ._doctor import DoctorCheck, DoctorReport, doctor, doctor_check_names
-from ._normality import NormalityModel, Prediction, load_images, read_model_file
-from ._probe import NeuronProbe, ProbeResult
+from ._normality import (LayerNeurons, NeuronDeviation, NormalityModel, NormalityOptions, Pooling, Prediction,
+                         SensitivityScore, load_images, read_model_file)
+from ._probe import NeuronProbe, ProbeKind, ProbeOptions, ProbeResult
 from ._tokenize import Tokenizer, default_vocabulary_path, tokenize
 
 __version__ = _C.__version__
 set_num_threads = _C.set_num_threads
 SensitivitySelector = _C.SensitivitySelector
+SelectorOptions = _C.SelectorOptions
 default_prompts = _C.default_prompts
 top_k_channels = _C.top_k_channels
 # Image decoding (libpng / libjpeg, identical to PIL on PNG and JPEG) and CLIP preprocessing.
@@ -37,7 +39,17 @@ resize_mask = _C.resize_mask
 get_num_threads = _C.get_num_threads
 
 __all__ = [
+    "Activation",
     "ClipModel",
+    "LayerNeurons",
+    "LoadOptions",
+    "NeuronDeviation",
+    "NormalityOptions",
+    "Pooling",
+    "ProbeKind",
+    "ProbeOptions",
+    "SelectorOptions",
+    "SensitivityScore",
     "KnownModel",
     "ModelLocation",
     "cache_dirs",

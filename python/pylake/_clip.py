@@ -13,6 +13,8 @@ ClipModel = _C.ClipModel
 ClipModel.__doc__ = """A CLIP ViT loaded by LAKE (weights shared between copies).
 
 Attributes:
+    device: the ``torch.device`` the weights live on.
+    dtype: the compute ``torch.dtype``.
     config: hyper-parameters inferred from the archive (``image_size``, ``patch_size``,
         ``vision_width``, ``vision_layers``, ``vision_heads``, ``embed_dim``,
         ``context_length``, ``vocab_size``, ``text_width``, ``text_layers``,
@@ -28,23 +30,21 @@ Methods:
         (the same for fp16, GPU and image-only loads of one archive; what a .lake file records).
 """
 
-_DTYPES = {
-    torch.float32: "float32",
-    torch.float16: "float16",
-    torch.bfloat16: "bfloat16",
-    torch.float64: "float64",
-}
+# lake::LoadOptions and lake::Activation as bound (the dtype is checked by the C++ loader).
+LoadOptions = _C.LoadOptions
+Activation = _C.Activation
+_DEFAULTS = LoadOptions()  # the C++ defaults (lake::LoadOptions)
 
 
 def load_clip(
     path: Union[str, os.PathLike],
-    device: Union[str, torch.device] = "cpu",
-    activation: Optional[str] = None,
+    device: Union[str, torch.device] = _DEFAULTS.device,
+    activation: Optional[Union[str, Activation]] = _DEFAULTS.activation,
     *,
-    dtype: torch.dtype = torch.float32,
-    vision_heads: int = 0,
-    text_heads: int = 0,
-    load_text: bool = True,
+    dtype: torch.dtype = _DEFAULTS.dtype,
+    vision_heads: int = _DEFAULTS.vision_heads,
+    text_heads: int = _DEFAULTS.text_heads,
+    load_text: bool = _DEFAULTS.load_text,
     download: bool = True,
     progress: bool = True,
 ) -> ClipModel:
@@ -72,6 +72,8 @@ def load_clip(
     shapes (and cross-checked with ``config.json`` / ``open_clip_config.json``); see
     docs/archives.md.
 
+    Defaults are the C++ ``lake::LoadOptions`` ones (:class:`pylake.LoadOptions`).
+
     Args:
         path: the archive file, a transformers checkpoint folder or an OpenCLIP hub folder.
         device: where the weights live and the forward runs (``"cpu"``, ``"cuda:0"``).
@@ -93,19 +95,11 @@ def load_clip(
         RuntimeError: a truncated or corrupted archive; a named model missing while
             offline, or a download that failed (a partial file is kept to resume).
     """
-    if dtype not in _DTYPES:
-        raise ValueError(f"load_clip: dtype must be one of {sorted(map(str, _DTYPES))}, got {dtype}")
+    options = LoadOptions(device=torch.device(device), dtype=dtype, activation=activation,
+                          vision_heads=int(vision_heads), text_heads=int(text_heads), load_text=bool(load_text))
     path = os.fspath(path)
     if _C.is_model_name(path):
         from ._models import resolve_model  # noqa: PLC0415
 
         resolve_model(path, download=download, progress=progress)  # the C++ loader resolves the name again
-    return _C.load_clip(
-        path,
-        str(torch.device(device)),
-        activation,
-        _DTYPES[dtype],
-        int(vision_heads),
-        int(text_heads),
-        bool(load_text),
-    )
+    return _C.load_clip(path, options)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+import warnings
+from dataclasses import dataclass, fields
+from typing import Any, List, Optional, Sequence, Union
 
 import torch
 
@@ -15,6 +16,87 @@ from ._tokenize import default_vocabulary_path
 from .datasets import image_paths
 
 ImagesLike = Union[torch.Tensor, str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+
+NormalityOptions = _C.NormalityOptions
+SensitivityScore = _C.SensitivityScore
+Pooling = _C.Pooling
+# The C++ defaults (lake::NormalityOptions), the one definition NormalityModel's keyword defaults,
+# the CLI's and docs/method.md's options table are read from or tested against.
+_DEFAULTS = NormalityOptions()
+# Options whose C++ default (empty / 0) means "chosen from the model": None in Python.
+AUTO_OPTIONS = ("layers", "image_size", "normal_prompts", "anomaly_prompts", "semantic_layer", "vocabulary")
+
+
+def normality_options(**keywords: Any) -> NormalityOptions:
+    """The :class:`NormalityOptions` of :class:`NormalityModel`'s keyword arguments: ``None``
+    for an option of :data:`AUTO_OPTIONS` (and for ``vocabulary``) keeps the C++ "from the model"
+    value (empty / 0); strings name enum values (``score="cv"``), parsed by the C++ parser, whose
+    ValueError names the input; an unknown keyword is a TypeError."""
+    o = NormalityOptions()
+    for name, value in keywords.items():
+        if value is None and name in AUTO_OPTIONS:
+            continue
+        if name not in NormalityOptions._fields:
+            raise TypeError(f"unknown NormalityModel option '{name}'; the options: {', '.join(NormalityOptions._fields)}")
+        if name == "vocabulary":
+            value = os.fspath(value)
+        elif isinstance(getattr(_DEFAULTS, name), list):
+            value = list(value)
+        setattr(o, name, value)
+    return o
+
+
+class _Record:
+    """Dict-style reading (``r["layer"]``) of the typed results below, kept for the code
+    written when they were dicts; deprecated: read the attributes (``r.layer``)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        warnings.warn(f"{type(self).__name__}[{key!r}] is deprecated: use .{key}", DeprecationWarning, stacklevel=2)
+        return getattr(self, key)
+
+    def keys(self) -> List[str]:
+        return [f.name for f in fields(self)]
+
+
+@dataclass(frozen=True)
+class LayerNeurons(_Record):
+    """The sensitive neurons of one tapped layer (``NormalityModel.neurons``).
+
+    Attributes:
+        layer: the 1-based block.
+        indices: ``(K,)`` int64 selected channels, ascending.
+        scores: ``(K,)`` float64 their sensitivity scores.
+        mean: ``(K,)`` float64 their mean over the normal patches.
+        std: ``(K,)`` float64 their population standard deviation over the normal patches.
+    """
+
+    layer: int
+    indices: torch.Tensor
+    scores: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+@dataclass(frozen=True)
+class NeuronDeviation(_Record):
+    """One neuron of an explanation (``NormalityModel.explain``).
+
+    Attributes:
+        layer: the 1-based block.
+        channel: the channel in that layer's tokens.
+        deviation: max over patches of ``|activation - normal mean| / normal std``.
+        map: ``(H, W)`` float32 per-pixel deviation, the patch grid bilinearly resized to the image
+            (so its peak can sit slightly below ``deviation``).
+    """
+
+    layer: int
+    channel: int
+    deviation: float
+    map: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -78,7 +160,9 @@ def _file_list(images) -> Optional[List[str]]:
 class NormalityModel:
     """LAKE's few-shot normality model over a CLIP ViT (METHOD.md; docs/method.md).
 
-    Args (all keyword, with the C++ ``NormalityOptions`` defaults):
+    Args (all keyword; every default is the C++ ``lake::NormalityOptions`` one, read from
+    :class:`NormalityOptions`, and ``None`` means the C++ "from the model" value; the table of
+    docs/method.md lists them):
         model: a :class:`ClipModel`.
         layers: tapped blocks (1-based, negative from the end); ``None``: the quarter points
             of the depth (6, 12, 18, 24 on a 24-block model).
@@ -89,22 +173,23 @@ class NormalityModel:
         kind: ``"residual"`` (D channels) or ``"mlp"`` (4 D hidden units).
         image_size: the backbone's input side S; ``None``: 518 on /14 models, 240 on
             ViT-B-16-plus-240, else the model's own.
-        text_weight: lambda of the fusion ``(1 - lambda) visual + lambda semantic`` (0.3).
+        text_weight: lambda of the fusion ``(1 - lambda) visual + lambda semantic``.
         class_name: fills the prompt ensemble ("a photo of a damaged {class_name}.").
         normal_prompts, anomaly_prompts: full sentences replacing the ensemble.
         semantic_layer: the block whose patch tokens meet the text; ``None``: deepest tapped.
         pooling: image score from the map: ``"max"`` or ``"top1pct"``.
-        blur_sigma: Gaussian blur of the maps in pixels (4.0; 0: none).
+        blur_sigma: Gaussian blur of the maps in pixels (0: none).
         gallery_tile: gallery rows per tile of the CPU nearest-neighbour search (memory
             O(tile); results do not depend on it).
-        batch_size: images per backbone forward. 1 (default) makes every image's result
+        batch_size: images per backbone forward. 1 (the default) makes every image's result
             bit-identical whatever batch it comes in; larger is faster on CUDA and agrees
             with 1 to float rounding (about 1e-6).
         vocabulary: CLIP's BPE vocabulary file for the prompts; ``None``: the model's embedded
             one, else :func:`pylake.default_vocabulary_path`.
 
     Lifecycle: ``fit(normal_images)`` -> ``score(images)`` -> :class:`Prediction`;
-    ``calibrate``, ``explain``, ``save`` / ``NormalityModel.load``.
+    ``calibrate``, ``explain`` -> :class:`NeuronDeviation`, ``neurons`` -> :class:`LayerNeurons`,
+    ``save`` / ``NormalityModel.load``. :meth:`from_options` takes a :class:`NormalityOptions`.
     """
 
     def __init__(
@@ -112,20 +197,20 @@ class NormalityModel:
         model: ClipModel,
         *,
         layers: Optional[Sequence[int]] = None,
-        k: int = 100,
-        score: str = "variance",
-        seed: int = 0,
-        kind: str = "residual",
+        k: int = _DEFAULTS.k,
+        score: Union[str, SensitivityScore] = str(_DEFAULTS.score),
+        seed: int = _DEFAULTS.seed,
+        kind: Union[str, "_C.ProbeKind"] = str(_DEFAULTS.kind),
         image_size: Optional[int] = None,
-        text_weight: float = 0.3,
-        class_name: str = "object",
+        text_weight: float = _DEFAULTS.text_weight,
+        class_name: str = _DEFAULTS.class_name,
         normal_prompts: Optional[Sequence[str]] = None,
         anomaly_prompts: Optional[Sequence[str]] = None,
         semantic_layer: Optional[int] = None,
-        pooling: str = "max",
-        blur_sigma: float = 4.0,
-        gallery_tile: int = 512,
-        batch_size: int = 1,
+        pooling: Union[str, Pooling] = str(_DEFAULTS.pooling),
+        blur_sigma: float = _DEFAULTS.blur_sigma,
+        gallery_tile: int = _DEFAULTS.gallery_tile,
+        batch_size: int = _DEFAULTS.batch_size,
         vocabulary: Optional[Union[str, os.PathLike]] = None,
         _native: Optional["_C.NormalityModel"] = None,
     ) -> None:
@@ -135,11 +220,27 @@ class NormalityModel:
             return
         if vocabulary is None and model.tokenizer() is None:
             vocabulary = default_vocabulary_path()
-        self._m = _C.NormalityModel(
-            model, [int(x) for x in (layers or [])], int(k), str(score), int(seed), str(kind), int(image_size or 0),
-            float(text_weight), str(class_name), list(normal_prompts or []), list(anomaly_prompts or []),
-            int(semantic_layer or 0), str(pooling), float(blur_sigma), int(gallery_tile),
-            int(batch_size), os.fspath(vocabulary) if vocabulary is not None else "")
+        options = normality_options(
+            layers=layers, k=k, score=score, seed=seed, kind=kind, image_size=image_size, text_weight=text_weight,
+            class_name=class_name, normal_prompts=normal_prompts, anomaly_prompts=anomaly_prompts,
+            semantic_layer=semantic_layer, pooling=pooling, blur_sigma=blur_sigma, gallery_tile=gallery_tile,
+            batch_size=batch_size, vocabulary=vocabulary)
+        self._m = _C.NormalityModel(model, options)
+
+    @classmethod
+    def from_options(cls, model: ClipModel, options: NormalityOptions) -> "NormalityModel":
+        """A model with these :class:`NormalityOptions` (``vocabulary`` empty: the model's embedded
+        one, else :func:`pylake.default_vocabulary_path`, as for the keyword form)."""
+        if not options.vocabulary and model.tokenizer() is None:
+            options = NormalityOptions(**{f: getattr(options, f) for f in NormalityOptions._fields})
+            options.vocabulary = default_vocabulary_path()
+        return cls(model, _native=_C.NormalityModel(model, options))
+
+    @property
+    def options(self) -> NormalityOptions:
+        """The options as given (a copy); the resolved ``layers``, ``image_size`` and
+        ``semantic_layer`` are properties of their own."""
+        return self._m.options
 
     # -- lifecycle ------------------------------------------------------------------------
     # Images are a (B, 3, H, W) CLIP-normalised tensor, or files: a path, a folder, or a
@@ -195,16 +296,16 @@ class NormalityModel:
             self._m.calibrate_files(files, float(quantile), bool(leave_one_out))
         return self
 
-    def explain(self, image: ImagesLike, top: int = 10) -> List[dict]:
-        """The ``top`` selected neurons deviating most on one image, as dicts ``{layer,
-        channel, deviation, map (H, W)}``; deviation = max over patches of
-        ``|activation - normal mean| / normal std`` on the patch grid; the map is that
-        grid bilinearly resized to the image, so its peak can sit slightly below it."""
+    def explain(self, image: ImagesLike, top: int = 10) -> List[NeuronDeviation]:
+        """The ``top`` selected neurons deviating most on one image, most deviating first,
+        as :class:`NeuronDeviation` (layer, channel, deviation, map ``(H, W)``); deviation =
+        max over patches of ``|activation - normal mean| / normal std`` on the patch grid; the
+        map is that grid bilinearly resized to the image, so its peak can sit slightly below it."""
         files = _file_list(image)
         if files is not None and len(files) != 1:
             raise ValueError(f"explain: expected one image, got {len(files)} files")
         ds = self._m.explain(image, int(top)) if files is None else self._m.explain_file(files[0], int(top))
-        return [{"layer": d.layer, "channel": d.channel, "deviation": d.deviation, "map": d.map} for d in ds]
+        return [NeuronDeviation(d.layer, d.channel, d.deviation, d.map) for d in ds]
 
     def prepare(self, path: Union[str, os.PathLike]) -> "_C.PreparedImage":
         """One file as this model's backbone sees it: ``.pixels`` ``(3, S, S)`` float32 and the
@@ -238,11 +339,10 @@ class NormalityModel:
         self._m.set_thresholds(image, pixel)
 
     @property
-    def neurons(self) -> List[dict]:
-        """Per tapped layer: ``{layer, indices (K,) int64 ascending, scores (K,) float64,
-        mean (K,) float64, std (K,) float64}``."""
-        return [{"layer": n.layer, "indices": n.indices, "scores": n.scores, "mean": n.mean, "std": n.std}
-                for n in self._m.neurons.layers]
+    def neurons(self) -> List[LayerNeurons]:
+        """Per tapped layer, in tap order, its :class:`LayerNeurons` (layer, indices ``(K,)``
+        int64 ascending, scores, mean, std ``(K,)`` float64); empty before fit and zero-shot."""
+        return [LayerNeurons(n.layer, n.indices, n.scores, n.mean, n.std) for n in self._m.neurons.layers]
 
     @property
     def galleries(self) -> List[torch.Tensor]:

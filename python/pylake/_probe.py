@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import _C
 from ._clip import ClipModel
+
+ProbeKind = _C.ProbeKind
+ProbeOptions = _C.ProbeOptions
+_DEFAULTS = ProbeOptions()  # the C++ defaults (lake::ProbeOptions)
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,10 @@ class NeuronProbe:
         kind: ``"residual"`` (the residual stream after block l, D channels) or
             ``"mlp"`` (the MLP hidden units after the activation, 4 D channels).
         project_layer: also return this block's patch tokens through ``ln_post`` and
-            ``proj`` (the joint image-text space); ``None`` for no.
+            ``proj`` (the joint image-text space); ``None`` (or 0) for no.
+
+    Defaults are the C++ ``lake::ProbeOptions`` ones (:class:`ProbeOptions`); ``kind`` takes a
+    :class:`ProbeKind` or its name.
 
     Calling the probe on ``(B, 3, H, W)`` CLIP-normalised images (H, W multiples of the
     patch size) returns a :class:`ProbeResult`. Only the requested taps are kept, and the
@@ -50,11 +57,19 @@ class NeuronProbe:
         self,
         model: ClipModel,
         layers: Sequence[int],
-        kind: str = "residual",
+        kind: Union[str, ProbeKind] = str(_DEFAULTS.kind),
         project_layer: Optional[int] = None,
     ) -> None:
-        self._probe = _C.NeuronProbe(model, [int(l) for l in layers], kind, int(project_layer or 0))
+        options = ProbeOptions(layers=[int(l) for l in layers], kind=kind)
+        if project_layer is not None:
+            options.project_layer = int(project_layer)
+        self._probe = _C.NeuronProbe(model, options)
         self.model = model
+
+    @property
+    def options(self) -> ProbeOptions:
+        """The options as given (a copy)."""
+        return self._probe.options
 
     @property
     def layers(self) -> list:
@@ -63,7 +78,8 @@ class NeuronProbe:
 
     @property
     def kind(self) -> str:
-        return self._probe.kind
+        """``"residual"`` or ``"mlp"`` (the spelling of ``options.kind``)."""
+        return str(self._probe.kind)
 
     @property
     def channels(self) -> int:

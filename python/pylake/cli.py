@@ -38,25 +38,40 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
+# The method options on the command line: flag dest -> lake::NormalityOptions field. Every
+# default is the bound C++ one (pylake.NormalityOptions()); None means the C++ "from the
+# model" value (tests/python/test_options.py checks both).
+METHOD_FLAGS = {"layers": "layers", "k": "k", "score": "score", "selection_seed": "seed", "kind": "kind",
+                "image_size": "image_size", "text_weight": "text_weight", "semantic_layer": "semantic_layer",
+                "pooling": "pooling", "blur_sigma": "blur_sigma", "vocabulary": "vocabulary"}
+
+
 def _method_options(p: argparse.ArgumentParser) -> None:
+    from . import _C  # noqa: PLC0415
+
+    d = _C.NormalityOptions()
+
+    def names(enum) -> List[str]:
+        return [str(v) for v in enum.__members__.values()]
+
     g = p.add_argument_group("method options (defaults: METHOD.md; see docs/method.md)")
     g.add_argument("--layers", type=int, nargs="+", help="tapped blocks, 1-based (default: quarter points)")
-    g.add_argument("--k", type=int, default=100, help="sensitive neurons per layer (100)")
-    g.add_argument("--score", default="variance", choices=["variance", "normalized_variance", "cv", "random"])
-    g.add_argument("--selection-seed", type=int, default=0, help="seed of --score random")
-    g.add_argument("--kind", default="residual", choices=["residual", "mlp"])
+    g.add_argument("--k", type=int, default=d.k, help=f"sensitive neurons per layer ({d.k})")
+    g.add_argument("--score", default=str(d.score), choices=names(_C.SensitivityScore))
+    g.add_argument("--selection-seed", type=int, default=d.seed, help="seed of --score random")
+    g.add_argument("--kind", default=str(d.kind), choices=names(_C.ProbeKind))
     g.add_argument("--image-size", type=int, help="backbone input side (default: 518 on /14 models)")
-    g.add_argument("--text-weight", type=float, default=0.3, help="fusion weight of the text branch (0.3)")
+    g.add_argument("--text-weight", type=float, default=d.text_weight,
+                   help=f"fusion weight of the text branch ({d.text_weight})")
     g.add_argument("--semantic-layer", type=int, help="block that meets the text (default: deepest tapped)")
-    g.add_argument("--pooling", default="max", choices=["max", "top1pct"])
-    g.add_argument("--blur-sigma", type=float, default=4.0)
+    g.add_argument("--pooling", default=str(d.pooling), choices=names(_C.Pooling))
+    g.add_argument("--blur-sigma", type=float, default=d.blur_sigma)
     g.add_argument("--vocabulary", help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: embedded / OpenCLIP's)")
 
 
 def _options(args) -> dict:
-    return dict(layers=args.layers, k=args.k, score=args.score, seed=args.selection_seed, kind=args.kind,
-                image_size=args.image_size, text_weight=args.text_weight, semantic_layer=args.semantic_layer,
-                pooling=args.pooling, blur_sigma=args.blur_sigma, vocabulary=args.vocabulary)
+    """NormalityModel's keyword arguments of the method flags."""
+    return {field: getattr(args, dest) for dest, field in METHOD_FLAGS.items()}
 
 
 class _Log:
@@ -103,7 +118,7 @@ def cmd_fit(args) -> int:
             "thresholds, or `lake predict` will print scores without labels")
     model.save(args.out)
     log.out(json.dumps({"out": str(args.out), "shots": model.shots, "layers": model.layers,
-                        "neurons": sum(len(n["indices"]) for n in model.neurons),
+                        "neurons": sum(len(n.indices) for n in model.neurons),
                         "image_threshold": model.image_threshold, "pixel_threshold": model.pixel_threshold}))
     return EXIT_OK
 
@@ -333,14 +348,14 @@ def cmd_inspect(args) -> int:
     log.out(f"{model!r}: {model.shots} shots, image size {model.image_size}, semantic layer {model.semantic_layer}, "
             f"thresholds image {model.image_threshold} pixel {model.pixel_threshold}")
     for n in model.neurons:
-        top = torch.argsort(n["scores"], descending=True)[: args.top]
-        log.out(f"layer {n['layer']}: {len(n['indices'])} neurons; top by score: " + ", ".join(
-            f"#{int(n['indices'][i])} (score {float(n['scores'][i]):.4g}, mean {float(n['mean'][i]):.3g}, "
-            f"std {float(n['std'][i]):.3g})" for i in top))
+        top = torch.argsort(n.scores, descending=True)[: args.top]
+        log.out(f"layer {n.layer}: {len(n.indices)} neurons; top by score: " + ", ".join(
+            f"#{int(n.indices[i])} (score {float(n.scores[i]):.4g}, mean {float(n.mean[i]):.3g}, "
+            f"std {float(n.std[i]):.3g})" for i in top))
     if args.image:
         for d in model.explain(args.image, top=args.top):
-            log.out(f"explain: layer {d['layer']} neuron {d['channel']} deviation {d['deviation']:.3f} "
-                    f"(peak at pixel {divmod(int(d['map'].argmax()), d['map'].shape[1])})")
+            log.out(f"explain: layer {d.layer} neuron {d.channel} deviation {d.deviation:.3f} "
+                    f"(peak at pixel {divmod(int(d.map.argmax()), d.map.shape[1])})")
     return EXIT_OK
 
 

@@ -24,7 +24,10 @@ from . import report as _report
 from ._clip import ClipModel
 from ._normality import NormalityModel
 
-METRIC_KEYS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro")
+# The report's metric columns, "image_<name>" / "pixel_<name>" of the C++ metric names
+# (pylake.metrics.IMAGE_METRICS / PIXEL_METRICS): image_auroc, image_ap, image_f1_max,
+# pixel_auroc, pixel_ap, pixel_f1_max, pixel_aupro.
+METRIC_KEYS = tuple(metrics.metric_columns())
 
 
 class Progress:
@@ -196,11 +199,10 @@ class RunAccumulator:
         """The run's metrics (``None`` where undefined), its heatmaps drawn on the category's
         colour scale, and with ``keep_maps`` the report's data."""
         img = self.image_metrics.compute()
-        result: Dict[str, Optional[float]] = dict.fromkeys(METRIC_KEYS)
-        result.update(image_auroc=img.auroc, image_ap=img.ap, image_f1_max=img.f1_max)
+        result: Dict[str, Optional[float]] = metrics.metric_columns()
+        result.update(metrics.metric_columns(img))
         if self.pixel is not None and self.pixel.pixels > 0:  # every anomalous mask missing and no normal image
-            p = self.pixel.compute()
-            result.update(pixel_auroc=p.auroc, pixel_ap=p.ap, pixel_f1_max=p.f1_max, pixel_aupro=p.aupro)
+            result.update(metrics.metric_columns(pixel=self.pixel.compute()))
         problem = one_class_problem(self.category)
         for k in problem[1] if problem else ():
             result[k] = None

@@ -2,7 +2,7 @@
 
 Definitions follow scikit-learn, anomalib and the official MVTec AD evaluation code:
 
-* ``image_auroc`` = ``sklearn.metrics.roc_auc_score``; ``image_ap`` =
+* ``auroc`` = ``sklearn.metrics.roc_auc_score``; ``ap`` =
   ``sklearn.metrics.average_precision_score``; ``f1_max`` = the maximum F1 over
   ``sklearn.metrics.precision_recall_curve``.
 * ``aupro``: regions are the 8-connected components of every ground-truth mask; PRO(t) is
@@ -28,6 +28,13 @@ instead (scores outside are clamped into the end bins).
 >>> for maps, masks in batches:          # (B, H, W) floats, (B, H, W) bool
 ...     pm.update(maps, masks)
 >>> pm.compute().aupro
+
+Names, one scheme (C++ ``lake::metrics::kImageMetricNames`` / ``kPixelMetricNames``, bound as
+:data:`IMAGE_METRICS` / :data:`PIXEL_METRICS`): a metric is ``auroc``, ``ap``, ``f1_max`` or
+``aupro``, the function of this module and the field of :class:`ImageResult` /
+:class:`PixelResult` of that name; report columns are ``image_<name>`` and ``pixel_<name>``
+(:func:`metric_columns`). ``image_auroc`` and ``image_ap`` are the old names of ``auroc`` and
+``ap``, kept as aliases.
 """
 
 from __future__ import annotations
@@ -39,17 +46,25 @@ import torch
 
 from . import _C
 
+IMAGE_METRICS: tuple = _C.IMAGE_METRICS  # ("auroc", "ap", "f1_max")
+PIXEL_METRICS: tuple = _C.PIXEL_METRICS  # ("auroc", "ap", "f1_max", "aupro")
+
 __all__ = [
+    "IMAGE_METRICS",
+    "PIXEL_METRICS",
     "ImageMetrics",
     "ImageResult",
     "PixelMetrics",
     "PixelResult",
+    "ap",
     "aupro",
+    "auroc",
     "connected_components",
     "evaluate",
     "f1_max",
     "image_ap",
     "image_auroc",
+    "metric_columns",
     "pr_curve",
     "pro_curve",
     "roc_curve",
@@ -88,14 +103,18 @@ def _maps(x, name: str) -> torch.Tensor:
     return t
 
 
-def image_auroc(scores, labels) -> float:
+def auroc(scores, labels) -> float:
     """ROC AUC of (N) scores against (N) labels (nonzero = anomalous); NaN with one class."""
     return _C.metrics_auroc(_scores(_vector(scores, "scores"), "scores"), _vector(labels, "labels"))
 
 
-def image_ap(scores, labels) -> float:
+def ap(scores, labels) -> float:
     """Average precision (sklearn's, no interpolation); NaN without positives."""
-    return _C.metrics_average_precision(_scores(_vector(scores, "scores"), "scores"), _vector(labels, "labels"))
+    return _C.metrics_ap(_scores(_vector(scores, "scores"), "scores"), _vector(labels, "labels"))
+
+
+image_auroc = auroc  # the old names (aliases)
+image_ap = ap
 
 
 def f1_max(scores, labels) -> float:
@@ -112,7 +131,7 @@ def aupro(maps, masks, fpr_limit: float = 0.3) -> float:
 # ----------------------------------------------------------------------------- curve points
 # The curves behind the metrics above, with the same conventions (thresholds at the distinct
 # scores, ">= threshold" is anomalous, ties move together), in float64: the trapezoid area of
-# roc_curve is image_auroc, sum((r[i] - r[i-1]) * p[i]) over pr_curve is image_ap, and the
+# roc_curve is auroc, sum((r[i] - r[i-1]) * p[i]) over pr_curve is ap, and the
 # trapezoid area of pro_curve (which ends at fpr_limit, interpolated there) divided by
 # fpr_limit is aupro (tested in tests/python/test_report.py against those functions and
 # scikit-learn). For plots of millions of pixels, thin_curve keeps a subset of the points.
@@ -136,7 +155,7 @@ def _ranked(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC points (fpr, tpr, thresholds), float64, from (0, 0) at threshold +inf to (1, 1):
     ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``. ``np.trapezoid(tpr, fpr)``
-    is :func:`image_auroc`. Needs both classes (else a ValueError naming the missing one)."""
+    is :func:`auroc`. Needs both classes (else a ValueError naming the missing one)."""
     s, y, last, _ = _ranked(scores, labels)
     pos = int(y.sum())
     neg = y.size - pos
@@ -152,7 +171,7 @@ def pr_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision-recall points (precision, recall, thresholds), float64, recall rising from
     (recall 0, precision 1) at threshold +inf to 1 (the points of
     ``sklearn.metrics.precision_recall_curve``, in reverse order and down to the lowest
-    score). ``np.sum(np.diff(recall) * precision[1:])`` is :func:`image_ap`. Needs
+    score). ``np.sum(np.diff(recall) * precision[1:])`` is :func:`ap`. Needs
     anomalous samples."""
     s, y, last, _ = _ranked(scores, labels)
     pos = int(y.sum())
@@ -376,9 +395,8 @@ def evaluate(image_scores, image_labels, maps=None, masks=None, *, lo: float | N
     and, with maps, pixel_auroc, pixel_ap, pixel_f1_max, pixel_aupro (floats, NaN where
     undefined)."""
     img = ImageMetrics().update(image_scores, image_labels).compute()
-    out = {"image_auroc": img.auroc, "image_ap": img.ap, "image_f1_max": img.f1_max}
     if maps is None and masks is None:
-        return out
+        return metric_columns(img)
     if maps is None or masks is None:
         raise ValueError("evaluate: pass both maps and masks for the pixel metrics, or neither")
     m, k = _scores(_maps(maps, "maps"), "maps"), _maps(masks, "masks")
@@ -387,6 +405,17 @@ def evaluate(image_scores, image_labels, maps=None, masks=None, *, lo: float | N
     pm = PixelMetrics(lo, hi, bins, fpr_limit)
     for i in range(0, max(1, m.shape[0]), batch_size):
         pm.update(m[i:i + batch_size], k[i:i + batch_size])
-    px = pm.compute()
-    out.update(pixel_auroc=px.auroc, pixel_ap=px.ap, pixel_f1_max=px.f1_max, pixel_aupro=px.aupro)
+    return metric_columns(img, pm.compute())
+
+
+def metric_columns(image: "ImageResult | None" = None, pixel: "PixelResult | None" = None) -> dict:
+    """The report columns of results: ``image_<name>`` for each of :data:`IMAGE_METRICS`,
+    then ``pixel_<name>`` for each of :data:`PIXEL_METRICS` (those of a result not given are
+    left out). With neither: ``dict.fromkeys`` of every column (the order of
+    :data:`pylake.evaluate.METRIC_KEYS`), values None."""
+    if image is None and pixel is None:
+        return dict.fromkeys([f"image_{m}" for m in IMAGE_METRICS] + [f"pixel_{m}" for m in PIXEL_METRICS])
+    out = {} if image is None else {f"image_{m}": getattr(image, m) for m in IMAGE_METRICS}
+    if pixel is not None:
+        out.update({f"pixel_{m}": getattr(pixel, m) for m in PIXEL_METRICS})
     return out

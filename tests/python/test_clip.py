@@ -53,7 +53,8 @@ def test_fp16_openai_archive(fixtures_dir, tiny_openclip):
     """OpenAI's archives hold fp16 weights and CUDA device constants; loaded on the CPU
     in fp32 they equal the fp32 model with fp16-rounded weights."""
     model = pylake.load_clip(fixtures_dir / "tiny_openai_jit_fp16.pt")
-    assert model.config.activation == "quick_gelu" and model.dtype == "Float"
+    assert model.config.activation == "quick_gelu"
+    assert model.dtype == torch.float32 and model.device == torch.device("cpu")  # torch types, not strings
     ref = clip_factory.fp16_rounded(tiny_openclip)
     w = model.parameter("visual.conv1.weight")
     assert torch.equal(w, tiny_openclip.visual.conv1.weight.detach().half().float())
