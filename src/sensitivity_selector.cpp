@@ -9,7 +9,9 @@
 #include <numeric>
 #include <random>
 
+#include "detail/normality_ops.h"
 #include "detail/strings.h"
+#include "lake/core/moments.h"
 #include "lake/ops/ops.h"
 
 namespace lake {
@@ -61,10 +63,14 @@ void ChannelStats::merge(const ChannelStats& o) {
   }
   TORCH_CHECK_VALUE(o.channels() == channels(), "ChannelStats: cannot merge ", o.channels(), " channels into ",
                     channels());
-  const double na = static_cast<double>(count), nb = static_cast<double>(o.count), n = na + nb;
-  auto delta = o.mean.to(at::kCPU) - mean;
-  mean = mean + delta * (nb / n);
-  m2 = m2 + o.m2.to(at::kCPU) + delta.square() * (na * nb / n);
+  // Chan et al.'s merge, the formula of every moments merge (lake/core/moments.h). New
+  // tensors: copies of this ChannelStats (and Python) may hold the old ones.
+  const auto b_mean = o.mean.to(at::kCPU, at::kDouble).contiguous(), b_m2 = o.m2.to(at::kCPU, at::kDouble).contiguous();
+  mean = mean.to(at::kDouble).contiguous().clone();
+  m2 = m2.to(at::kDouble).contiguous().clone();
+  double n = static_cast<double>(count);
+  core::chan_merge_columns(n, mean.data_ptr<double>(), m2.data_ptr<double>(), static_cast<double>(o.count),
+                           b_mean.data_ptr<double>(), b_m2.data_ptr<double>(), channels());
   count += o.count;
 }
 
@@ -94,7 +100,7 @@ void SensitivitySelector::update(int64_t layer, const at::Tensor& activations) {
   raw_[layer].update(activations);
   if (options_.score == SensitivityScore::NormalizedVariance) {
     auto x = activations.to(at::kDouble);
-    normalized_[layer].update(x / x.norm(2, -1, true).clamp_min(1e-12));
+    normalized_[layer].update(detail::l2_normalize(x));
   }
 }
 
