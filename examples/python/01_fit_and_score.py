@@ -92,7 +92,7 @@ def main() -> int:
     t0 = time.perf_counter()
     model.fit(normal)  # files: backbone at S x S, maps at each file's resolution (one rule everywhere)
     print(f"fit: {len(normal)} normal images, {size} px, layers {model.layers}, "
-          f"{sum(len(n['indices']) for n in model.neurons)} neurons, {time.perf_counter() - t0:.1f} s")
+          f"{sum(len(n.indices) for n in model.neurons)} neurons, {time.perf_counter() - t0:.1f} s")
 
     # 2. Calibrate: thresholds = the 99 % quantile of the fit images' scores and map values,
     #    each fit image scored against the other images' patches (leave-one-out).
