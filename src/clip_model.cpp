@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "detail/clip_impl.h"
+#include "detail/format.h"
 #include "detail/hash.h"
 
 namespace lake {
@@ -43,17 +44,20 @@ at::Tensor block(at::Tensor x, const BlockWeights& b, int64_t heads, bool causal
 
 at::Tensor check_images(const at::Tensor& images, const ClipModel::Impl& m) {
   TORCH_CHECK_VALUE(images.defined(), "expected (B, 3, H, W) images, got an undefined tensor");
-  TORCH_CHECK_VALUE(images.dim() == 4, "expected (B, 3, H, W) images, got a tensor of shape ", images.sizes());
-  TORCH_CHECK_VALUE(images.size(0) > 0, "expected a non-empty batch of (B, 3, H, W) images, got shape ",
-                    images.sizes());
-  TORCH_CHECK_VALUE(images.size(1) == 3, "expected (B, 3, H, W) images with 3 (RGB) channels, got shape ",
-                    images.sizes());
-  TORCH_CHECK_VALUE(at::isFloatingType(images.scalar_type()),
-                    "expected floating-point (CLIP-normalised) images, got dtype ", images.scalar_type());
+  TORCH_CHECK_VALUE(images.dim() == 4,
+                    fmt::format("expected (B, 3, H, W) images, got a tensor of shape {}", images.sizes()));
+  TORCH_CHECK_VALUE(images.size(0) > 0,
+                    fmt::format("expected a non-empty batch of (B, 3, H, W) images, got shape {}", images.sizes()));
+  TORCH_CHECK_VALUE(images.size(1) == 3,
+                    fmt::format("expected (B, 3, H, W) images with 3 (RGB) channels, got shape {}", images.sizes()));
+  TORCH_CHECK_VALUE(
+      at::isFloatingType(images.scalar_type()),
+      fmt::format("expected floating-point (CLIP-normalised) images, got dtype {}", images.scalar_type()));
   const int64_t p = m.config.patch_size;
-  TORCH_CHECK_VALUE(images.size(2) >= p && images.size(3) >= p && images.size(2) % p == 0 && images.size(3) % p == 0,
-                    "expected image height and width to be positive multiples of the patch size ", p,
-                    ", got ", images.size(2), " x ", images.size(3));
+  TORCH_CHECK_VALUE(
+      images.size(2) >= p && images.size(3) >= p && images.size(2) % p == 0 && images.size(3) % p == 0,
+      fmt::format("expected image height and width to be positive multiples of the patch size {}, got {} x {}", p,
+                  images.size(2), images.size(3)));
   return images.to(m.device, m.dtype);
 }
 
@@ -71,8 +75,8 @@ std::shared_ptr<const Tokenizer> ClipModel::tokenizer() const { return impl_->to
 at::Tensor ClipModel::positional_embedding(int64_t grid_h, int64_t grid_w) const {
   const Impl& m = *impl_;
   const int64_t g = m.config.grid_size(), D = m.config.vision_width;
-  TORCH_CHECK_VALUE(grid_h > 0 && grid_w > 0, "positional_embedding: expected a positive grid, got ", grid_h, " x ",
-                    grid_w);
+  TORCH_CHECK_VALUE(grid_h > 0 && grid_w > 0,
+                    fmt::format("positional_embedding: expected a positive grid, got {} x {}", grid_h, grid_w));
   if (grid_h == g && grid_w == g) return m.pos_emb;
   std::lock_guard<std::mutex> lock(m.cache_mutex);
   auto key = std::make_pair(grid_h, grid_w);
@@ -94,11 +98,11 @@ VisionForward ClipModel::forward_vision(const at::Tensor& images_in, const Visio
   const ClipConfig& c = m.config;
   auto in_range = [&](int64_t l) { return l >= 1 && l <= c.vision_layers; };
   for (int64_t l : taps.residual_layers)
-    TORCH_CHECK_VALUE(in_range(l), "residual tap layer ", l, " is out of range 1..", c.vision_layers);
+    TORCH_CHECK_VALUE(in_range(l), fmt::format("residual tap layer {} is out of range 1..{}", l, c.vision_layers));
   for (int64_t l : taps.mlp_layers)
-    TORCH_CHECK_VALUE(in_range(l), "MLP tap layer ", l, " is out of range 1..", c.vision_layers);
-  TORCH_CHECK_VALUE(taps.project_layer == 0 || in_range(taps.project_layer), "projection layer ",
-                    taps.project_layer, " is out of range 1..", c.vision_layers);
+    TORCH_CHECK_VALUE(in_range(l), fmt::format("MLP tap layer {} is out of range 1..{}", l, c.vision_layers));
+  TORCH_CHECK_VALUE(taps.project_layer == 0 || in_range(taps.project_layer),
+                    fmt::format("projection layer {} is out of range 1..{}", taps.project_layer, c.vision_layers));
 
   int64_t stop = taps.embedding ? c.vision_layers : taps.project_layer;
   for (int64_t l : taps.residual_layers) stop = std::max(stop, l);
@@ -148,20 +152,24 @@ at::Tensor ClipModel::encode_image(const at::Tensor& images) const {
 at::Tensor ClipModel::encode_text(const at::Tensor& tokens_in) const {
   const Impl& m = *impl_;
   const ClipConfig& c = m.config;
-  TORCH_CHECK(c.has_text(), "encode_text: the CLIP archive '", m.path, "' has no text tower (or it was not loaded)");
-  TORCH_CHECK_VALUE(tokens_in.defined() && tokens_in.dim() == 2, "encode_text: expected (T, L) token ids, got shape ",
-                    tokens_in.defined() ? tokens_in.sizes() : at::IntArrayRef{});
-  TORCH_CHECK_VALUE(tokens_in.size(0) > 0, "encode_text: expected a non-empty batch of token rows, got shape ",
-                    tokens_in.sizes());
+  TORCH_CHECK(c.has_text(),
+              fmt::format("encode_text: the CLIP archive '{}' has no text tower (or it was not loaded)", m.path));
+  TORCH_CHECK_VALUE(tokens_in.defined() && tokens_in.dim() == 2,
+                    fmt::format("encode_text: expected (T, L) token ids, got shape {}",
+                                tokens_in.defined() ? tokens_in.sizes() : at::IntArrayRef{}));
+  TORCH_CHECK_VALUE(
+      tokens_in.size(0) > 0,
+      fmt::format("encode_text: expected a non-empty batch of token rows, got shape {}", tokens_in.sizes()));
   TORCH_CHECK_VALUE(tokens_in.scalar_type() == at::kLong || tokens_in.scalar_type() == at::kInt,
-                    "encode_text: expected int64 token ids, got dtype ", tokens_in.scalar_type());
+                    fmt::format("encode_text: expected int64 token ids, got dtype {}", tokens_in.scalar_type()));
   const int64_t T = tokens_in.size(0), L = tokens_in.size(1);
-  TORCH_CHECK_VALUE(L >= 1 && L <= c.context_length, "encode_text: expected at most ", c.context_length,
-                    " tokens per row, got ", L);
+  TORCH_CHECK_VALUE(L >= 1 && L <= c.context_length,
+                    fmt::format("encode_text: expected at most {} tokens per row, got {}", c.context_length, L));
   auto tokens = tokens_in.to(m.device, at::kLong);
   const int64_t lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
-  TORCH_CHECK_VALUE(lo >= 0 && hi < c.vocab_size, "encode_text: token ids must lie in [0, ", c.vocab_size,
-                    "), got values in [", lo, ", ", hi, "]");
+  TORCH_CHECK_VALUE(
+      lo >= 0 && hi < c.vocab_size,
+      fmt::format("encode_text: token ids must lie in [0, {}), got values in [{}, {}]", c.vocab_size, lo, hi));
   at::NoGradGuard no_grad;
   auto x = at::embedding(m.token_emb, tokens) + m.text_pos.slice(0, 0, L);
   for (const auto& b : m.text_blocks) x = block(x, b, c.text_heads, /*causal=*/true, c.activation, nullptr);
@@ -179,7 +187,7 @@ std::vector<std::string> ClipModel::parameter_names() const {
 
 at::Tensor ClipModel::parameter(const std::string& name) const {
   auto it = impl_->params.find(name);
-  TORCH_CHECK_VALUE(it != impl_->params.end(), "the CLIP model has no parameter '", name, "'");
+  TORCH_CHECK_VALUE(it != impl_->params.end(), fmt::format("the CLIP model has no parameter '{}'", name));
   return it->second;
 }
 

@@ -24,6 +24,7 @@
 
 #include "detail/cuda_info.h"
 #include "detail/doctor_checks.h"
+#include "detail/format.h"
 #include "lake/ops/ops.h"
 #include "lake/version.h"
 #include "lake_build_info.h"
@@ -176,9 +177,10 @@ std::vector<Target> targets(const DoctorOptions& o, const CudaState& cuda) {
     try {
       d = c10::Device(w);
     } catch (const c10::Error&) {
-      TORCH_CHECK_VALUE(false, "doctor: unknown device '", w, "': expected cpu, cuda or cuda:N");
+      TORCH_CHECK_VALUE(false, fmt::format("doctor: unknown device '{}': expected cpu, cuda or cuda:N", w));
     }
-    TORCH_CHECK_VALUE(d.is_cpu() || d.is_cuda(), "doctor: unsupported device '", w, "': expected cpu, cuda or cuda:N");
+    TORCH_CHECK_VALUE(d.is_cpu() || d.is_cuda(),
+                      fmt::format("doctor: unsupported device '{}': expected cpu, cuda or cuda:N", w));
     if (d.is_cpu()) {
       add({"cpu", c10::kCPU, ""});
     } else if (cuda.count == 0) {
@@ -349,7 +351,8 @@ DoctorReport doctor(const DoctorOptions& options) {
       known = known || c.name == options.fault;
       names += (names.empty() ? "'" : ", '") + c.name + "'";
     }
-    TORCH_CHECK_VALUE(known, "doctor: unknown check '", options.fault, "' for the fault; the checks are ", names);
+    TORCH_CHECK_VALUE(known,
+                      fmt::format("doctor: unknown check '{}' for the fault; the checks are {}", options.fault, names));
   }
   DoctorReport r;
   CudaState cuda;

@@ -9,6 +9,7 @@
 #include "lake/image_io.h"
 
 #include "detail/atomic_file.h"
+#include "detail/format.h"
 #include "detail/limits.h"
 
 #include <ATen/ATen.h>
@@ -42,21 +43,23 @@ std::vector<unsigned char> read_file(const std::string& path) {
   // stat(), not std::filesystem: LibTorch's libtorch.so exports a copy of std::filesystem
   // that interposes on libstdc++'s.
   struct stat st;
-  TORCH_CHECK_VALUE(::stat(path.c_str(), &st) == 0, "image file '", path, "' does not exist");
-  TORCH_CHECK_VALUE((st.st_mode & S_IFMT) != S_IFDIR, "image file '", path,
-                    "' is a directory, expected a PNG or JPEG file");
+  TORCH_CHECK_VALUE(::stat(path.c_str(), &st) == 0, fmt::format("image file '{}' does not exist", path));
+  TORCH_CHECK_VALUE((st.st_mode & S_IFMT) != S_IFDIR,
+                    fmt::format("image file '{}' is a directory, expected a PNG or JPEG file", path));
   std::ifstream in(path, std::ios::binary | std::ios::ate);
-  TORCH_CHECK_VALUE(in.good(), "image file '", path, "' could not be opened for reading");
+  TORCH_CHECK_VALUE(in.good(), fmt::format("image file '{}' could not be opened for reading", path));
   const std::streamoff size = in.tellg();
-  TORCH_CHECK_VALUE(size >= 0, "image file '", path, "' could not be read (no size)");
-  TORCH_CHECK_VALUE(static_cast<uint64_t>(size) <= limits::kMaxImageFileBytes, "image file '", path, "' has ", size,
-                    " bytes, more than the image file size limit of ", limits::kMaxImageFileBytes, " bytes");
+  TORCH_CHECK_VALUE(size >= 0, fmt::format("image file '{}' could not be read (no size)", path));
+  TORCH_CHECK_VALUE(static_cast<uint64_t>(size) <= limits::kMaxImageFileBytes,
+                    fmt::format("image file '{}' has {} bytes, more than the image file size limit of {} bytes", path,
+                                size, limits::kMaxImageFileBytes));
   std::vector<unsigned char> bytes(static_cast<size_t>(size));
   in.seekg(0);
   in.read(reinterpret_cast<char*>(bytes.data()), size);
-  TORCH_CHECK_VALUE(in.gcount() == size, "image file '", path, "' could not be read: got ", in.gcount(),
-                    " of its ", size, " bytes");
-  TORCH_CHECK_VALUE(!bytes.empty(), "image file '", path, "' is empty (0 bytes), expected a PNG or JPEG file");
+  TORCH_CHECK_VALUE(in.gcount() == size,
+                    fmt::format("image file '{}' could not be read: got {} of its {} bytes", path, in.gcount(), size));
+  TORCH_CHECK_VALUE(!bytes.empty(),
+                    fmt::format("image file '{}' is empty (0 bytes), expected a PNG or JPEG file", path));
   return bytes;
 }
 
@@ -75,22 +78,25 @@ Format detect_format(const std::vector<unsigned char>& b, const std::string& pat
   else if (starts_with(b, "II*\0", 4) || starts_with(b, "MM\0*", 4)) other = "TIFF";
   else if (starts_with(b, "RIFF", 4) && starts_with(b, "WEBP", 4, 8)) other = "WebP";
   else if (starts_with(b, "\x89PNG", 4)) other = "damaged PNG (bad signature)";
-  TORCH_CHECK_VALUE(other == nullptr, "image file '", path, "' is a ", other, " file; LAKE reads PNG and JPEG only");
+  TORCH_CHECK_VALUE(other == nullptr,
+                    fmt::format("image file '{}' is a {} file; LAKE reads PNG and JPEG only", path, other));
   char head[3 * 8 + 1] = {0};
   for (size_t i = 0; i < std::min<size_t>(8, b.size()); ++i) std::snprintf(head + 3 * i, 4, "%02x ", b[i]);
-  TORCH_CHECK_VALUE(false, "image file '", path, "' is not a PNG or JPEG file (it starts with bytes ", head,
-                    "; PNG starts with 89 50 4e 47, JPEG with ff d8 ff)");
+  TORCH_CHECK_VALUE(false, fmt::format("image file '{}' is not a PNG or JPEG file (it starts with bytes {}; PNG starts "
+                                       "with 89 50 4e 47, JPEG with ff d8 ff)",
+                                       path, head));
 }
 
 void check_pixels(uint64_t width, uint64_t height, const ImageReadOptions& options, const std::string& path,
                   const char* format) {
-  TORCH_CHECK_VALUE(width > 0 && height > 0, "image file '", path, "' is a ", format, " of size ", width, "x",
-                    height, ": expected a non-empty image");
+  TORCH_CHECK_VALUE(
+      width > 0 && height > 0,
+      fmt::format("image file '{}' is a {} of size {}x{}: expected a non-empty image", path, format, width, height));
   const uint64_t pixels = width * height;  // < 2^62: both sides < 2^31 (PNG), < 2^16 (JPEG)
-  TORCH_CHECK_VALUE(options.max_pixels <= 0 || pixels <= static_cast<uint64_t>(options.max_pixels), "image file '",
-                    path, "' is a ", format, " of ", width, "x", height, " = ", pixels,
-                    " pixels, more than max_pixels = ", options.max_pixels,
-                    " (a decompression bomb? raise ImageReadOptions::max_pixels to read it)");
+  TORCH_CHECK_VALUE(options.max_pixels <= 0 || pixels <= static_cast<uint64_t>(options.max_pixels),
+                    fmt::format("image file '{}' is a {} of {}x{} = {} pixels, more than max_pixels = {} (a "
+                                "decompression bomb? raise ImageReadOptions::max_pixels to read it)",
+                                path, format, width, height, pixels, options.max_pixels));
 }
 
 // A decoded image: (H, W, C) uint8 with C = 1 (grey), 2 (grey, alpha), 3 (RGB), 4 (RGBA).
@@ -179,23 +185,25 @@ Hwc decode_png(const std::vector<unsigned char>& bytes, const std::string& path,
   s.data = bytes.data();
   s.size = bytes.size();
   s.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &s, &png_on_error, &png_on_warning);
-  TORCH_CHECK(s.png != nullptr, "image file '", path, "': libpng could not be initialised (out of memory?)");
+  TORCH_CHECK(s.png != nullptr, fmt::format("image file '{}': libpng could not be initialised (out of memory?)", path));
   PngGuard guard{&s};
   s.info = png_create_info_struct(s.png);
-  TORCH_CHECK(s.info != nullptr, "image file '", path, "': libpng could not be initialised (out of memory?)");
+  TORCH_CHECK(s.info != nullptr,
+              fmt::format("image file '{}': libpng could not be initialised (out of memory?)", path));
 
-  TORCH_CHECK_VALUE(png_stage_header(&s), "image file '", path, "' is a corrupt or truncated PNG: ", s.message);
+  TORCH_CHECK_VALUE(png_stage_header(&s),
+                    fmt::format("image file '{}' is a corrupt or truncated PNG: {}", path, s.message));
   check_pixels(s.width, s.height, options, path, "PNG");
-  TORCH_CHECK_VALUE(png_stage_transform(&s), "image file '", path, "' is a corrupt PNG: ", s.message);
-  TORCH_INTERNAL_ASSERT(s.channels >= 1 && s.channels <= 4, "libpng gave ", s.channels, " channels");
+  TORCH_CHECK_VALUE(png_stage_transform(&s), fmt::format("image file '{}' is a corrupt PNG: {}", path, s.message));
+  TORCH_INTERNAL_ASSERT(s.channels >= 1 && s.channels <= 4, fmt::format("libpng gave {} channels", s.channels));
   TORCH_INTERNAL_ASSERT(png_get_rowbytes(s.png, s.info) == size_t(s.width) * size_t(s.channels));
 
   at::Tensor out = at::empty({int64_t(s.height), int64_t(s.width), s.channels}, at::kByte);
   std::vector<png_bytep> rows(s.height);
   const size_t stride = size_t(s.width) * size_t(s.channels);
   for (size_t y = 0; y < rows.size(); ++y) rows[y] = out.data_ptr<uint8_t>() + y * stride;
-  TORCH_CHECK_VALUE(png_stage_pixels(&s, rows.data()), "image file '", path, "' is a corrupt or truncated PNG: ",
-                    s.message);
+  TORCH_CHECK_VALUE(png_stage_pixels(&s, rows.data()),
+                    fmt::format("image file '{}' is a corrupt or truncated PNG: {}", path, s.message));
   return out;
 }
 
@@ -303,10 +311,10 @@ Hwc decode_jpeg(const std::vector<unsigned char>& bytes, const std::string& path
   s.progress.progress_monitor = &jpeg_on_progress;
   JpegGuard guard{&s};  // jpeg_destroy_decompress is a no-op on a zeroed, never-created struct
 
-  TORCH_CHECK_VALUE(bytes.size() <= std::numeric_limits<unsigned long>::max(), "image file '", path,
-                    "' is too large for libjpeg");
-  TORCH_CHECK_VALUE(jpeg_stage_header(&s, bytes.data(), bytes.size()), "image file '", path,
-                    "' is a corrupt or truncated JPEG: ", s.message);
+  TORCH_CHECK_VALUE(bytes.size() <= std::numeric_limits<unsigned long>::max(),
+                    fmt::format("image file '{}' is too large for libjpeg", path));
+  TORCH_CHECK_VALUE(jpeg_stage_header(&s, bytes.data(), bytes.size()),
+                    fmt::format("image file '{}' is a corrupt or truncated JPEG: {}", path, s.message));
   check_pixels(s.cinfo.image_width, s.cinfo.image_height, options, path, "JPEG");
   s.cinfo.progress = &s.progress;
 
@@ -326,15 +334,17 @@ Hwc decode_jpeg(const std::vector<unsigned char>& bytes, const std::string& path
   s.cinfo.do_fancy_upsampling = TRUE;
   s.cinfo.do_block_smoothing = TRUE;
 
-  TORCH_CHECK_VALUE(jpeg_stage_start(&s), "image file '", path,
-                    s.over_limit ? "' is refused: " : "' is a corrupt or truncated JPEG: ", s.message);
+  TORCH_CHECK_VALUE(jpeg_stage_start(&s),
+                    fmt::format("image file '{}{}{}", path,
+                                s.over_limit ? "' is refused: " : "' is a corrupt or truncated JPEG: ", s.message));
   const int channels = s.cinfo.output_components;
-  TORCH_INTERNAL_ASSERT(channels == 1 || channels == 3 || channels == 4, "libjpeg gave ", channels, " components");
+  TORCH_INTERNAL_ASSERT(channels == 1 || channels == 3 || channels == 4,
+                        fmt::format("libjpeg gave {} components", channels));
   at::Tensor out =
       at::empty({int64_t(s.cinfo.output_height), int64_t(s.cinfo.output_width), channels}, at::kByte);
   TORCH_CHECK_VALUE(jpeg_stage_pixels(&s, out.data_ptr<uint8_t>(), size_t(s.cinfo.output_width) * channels),
-                    "image file '", path, s.over_limit ? "' is refused: " : "' is a corrupt or truncated JPEG: ",
-                    s.message);
+                    fmt::format("image file '{}{}{}", path,
+                                s.over_limit ? "' is refused: " : "' is a corrupt or truncated JPEG: ", s.message));
   return channels == 4 ? cmyk_to_rgb(out) : out;
 }
 
@@ -361,11 +371,11 @@ at::Tensor luminance(const Hwc& hwc) {
 }
 
 void check_mean_std(const float mean[3], const float stdev[3], const char* what) {
-  TORCH_CHECK_VALUE(mean != nullptr && stdev != nullptr, what, ": mean and std must point to 3 floats");
+  TORCH_CHECK_VALUE(mean != nullptr && stdev != nullptr, fmt::format("{}: mean and std must point to 3 floats", what));
   for (int c = 0; c < 3; ++c) {
-    TORCH_CHECK_VALUE(std::isfinite(mean[c]), what, ": mean[", c, "] = ", mean[c], " is not finite");
-    TORCH_CHECK_VALUE(std::isfinite(stdev[c]) && stdev[c] > 0, what, ": std[", c, "] = ", stdev[c],
-                      ", expected a positive number");
+    TORCH_CHECK_VALUE(std::isfinite(mean[c]), fmt::format("{}: mean[{}] = {:g} is not finite", what, c, mean[c]));
+    TORCH_CHECK_VALUE(std::isfinite(stdev[c]) && stdev[c] > 0,
+                      fmt::format("{}: std[{}] = {:g}, expected a positive number", what, c, stdev[c]));
   }
 }
 
@@ -428,13 +438,14 @@ at::Tensor clip_preprocess(const at::Tensor& image, int64_t size, const float me
                            bool center_crop) {
   using namespace detail::image_io;
   TORCH_CHECK_VALUE(image.defined(), "clip_preprocess: the image is an undefined tensor");
-  TORCH_CHECK_VALUE(image.dim() == 3 && image.size(0) == 3, "clip_preprocess: expected a (3, H, W) RGB image, got ",
-                    image.sizes());
-  TORCH_CHECK_VALUE(image.scalar_type() == at::kByte, "clip_preprocess: expected a uint8 image (as read_image "
-                    "returns), got ", image.scalar_type());
+  TORCH_CHECK_VALUE(image.dim() == 3 && image.size(0) == 3,
+                    fmt::format("clip_preprocess: expected a (3, H, W) RGB image, got {}", image.sizes()));
+  TORCH_CHECK_VALUE(
+      image.scalar_type() == at::kByte,
+      fmt::format("clip_preprocess: expected a uint8 image (as read_image returns), got {}", image.scalar_type()));
   const int64_t h = image.size(1), w = image.size(2);
-  TORCH_CHECK_VALUE(h > 0 && w > 0, "clip_preprocess: expected a non-empty image, got ", image.sizes());
-  TORCH_CHECK_VALUE(size > 0, "clip_preprocess: size must be positive, got ", size);
+  TORCH_CHECK_VALUE(h > 0 && w > 0, fmt::format("clip_preprocess: expected a non-empty image, got {}", image.sizes()));
+  TORCH_CHECK_VALUE(size > 0, fmt::format("clip_preprocess: size must be positive, got {}", size));
   check_mean_std(mean, stdev, "clip_preprocess");
 
   int64_t out_h = size, out_w = size;
@@ -448,9 +459,11 @@ at::Tensor clip_preprocess(const at::Tensor& image, int64_t size, const float me
   // the horizontal one (measured against Pillow; older Pillow always goes horizontal first).
   // One channel at a time (the passes are per channel), so that the double copy of a large
   // image costs 8 bytes a pixel, not 24 (detail/limits.h).
-  TORCH_CHECK_VALUE(out_h * out_w <= detail::limits::kDefaultMaxImagePixels, "clip_preprocess: resizing a ", h, "x", w,
-                    " image to ", out_h, "x", out_w, " would make more than the image pixel limit of ",
-                    detail::limits::kDefaultMaxImagePixels, " pixels");
+  TORCH_CHECK_VALUE(
+      out_h * out_w <= detail::limits::kDefaultMaxImagePixels,
+      fmt::format(
+          "clip_preprocess: resizing a {}x{} image to {}x{} would make more than the image pixel limit of {} pixels", h,
+          w, out_h, out_w, detail::limits::kDefaultMaxImagePixels));
   const bool vertical_first = out_h < h && (h - out_h) > 2 * (w - out_w);
   std::vector<at::Tensor> planes;
   for (int64_t c = 0; c < 3; ++c) {
@@ -473,22 +486,24 @@ at::Tensor clip_preprocess(const at::Tensor& image, int64_t size, const float me
 
 at::Tensor clip_normalize(const at::Tensor& image, const float mean[3], const float stdev[3]) {
   using namespace detail::image_io;
-  TORCH_CHECK_VALUE(image.defined() && image.dim() == 3 && image.size(0) == 3 && image.scalar_type() == at::kByte,
-                    "clip_normalize: expected a (3, H, W) uint8 RGB image (as read_image returns), got ",
-                    image.defined() ? image.sizes() : at::IntArrayRef{}, " ",
-                    image.defined() ? c10::toString(image.scalar_type()) : "undefined");
+  TORCH_CHECK_VALUE(
+      image.defined() && image.dim() == 3 && image.size(0) == 3 && image.scalar_type() == at::kByte,
+      fmt::format("clip_normalize: expected a (3, H, W) uint8 RGB image (as read_image returns), got {} {}",
+                  image.defined() ? image.sizes() : at::IntArrayRef{},
+                  image.defined() ? c10::toString(image.scalar_type()) : "undefined"));
   check_mean_std(mean, stdev, "clip_normalize");
   return normalize(image, mean, stdev);
 }
 
 at::Tensor resize_mask(const at::Tensor& mask, int64_t height, int64_t width) {
   TORCH_CHECK_VALUE(mask.defined(), "resize_mask: the mask is an undefined tensor");
-  TORCH_CHECK_VALUE(mask.dim() == 2, "resize_mask: expected a (H, W) bool mask, got ", mask.sizes());
-  TORCH_CHECK_VALUE(mask.scalar_type() == at::kBool, "resize_mask: expected a bool mask, got ", mask.scalar_type());
-  TORCH_CHECK_VALUE(mask.size(0) > 0 && mask.size(1) > 0, "resize_mask: expected a non-empty mask, got ",
-                    mask.sizes());
-  TORCH_CHECK_VALUE(height > 0 && width > 0, "resize_mask: expected a positive output size, got ", height, "x",
-                    width);
+  TORCH_CHECK_VALUE(mask.dim() == 2, fmt::format("resize_mask: expected a (H, W) bool mask, got {}", mask.sizes()));
+  TORCH_CHECK_VALUE(mask.scalar_type() == at::kBool,
+                    fmt::format("resize_mask: expected a bool mask, got {}", mask.scalar_type()));
+  TORCH_CHECK_VALUE(mask.size(0) > 0 && mask.size(1) > 0,
+                    fmt::format("resize_mask: expected a non-empty mask, got {}", mask.sizes()));
+  TORCH_CHECK_VALUE(height > 0 && width > 0,
+                    fmt::format("resize_mask: expected a positive output size, got {}x{}", height, width));
   using namespace detail::image_io;
   at::Tensor rows = nearest_indices(mask.size(0), height).to(mask.device());
   at::Tensor cols = nearest_indices(mask.size(1), width).to(mask.device());
@@ -549,16 +564,18 @@ namespace lake {
 
 void write_png(const std::string& path, const at::Tensor& image) {
   using namespace detail::image_io;
-  TORCH_CHECK_VALUE(image.defined(), "write_png: the image for '", path, "' is an undefined tensor");
+  TORCH_CHECK_VALUE(image.defined(), fmt::format("write_png: the image for '{}' is an undefined tensor", path));
   const bool grey = image.dim() == 2, rgb = image.dim() == 3 && image.size(0) == 3;
-  TORCH_CHECK_VALUE(grey || rgb, "write_png: expected a (H, W) grey or (3, H, W) RGB image for '", path, "', got ",
-                    image.sizes());
+  TORCH_CHECK_VALUE(
+      grey || rgb,
+      fmt::format("write_png: expected a (H, W) grey or (3, H, W) RGB image for '{}', got {}", path, image.sizes()));
   const bool wide = image.scalar_type() == at::kUInt16;
-  TORCH_CHECK_VALUE(image.scalar_type() == at::kByte || (grey && wide), "write_png: expected uint8 pixels (or uint16 "
-                    "for a grey image) for '", path, "', got ", image.scalar_type());
+  TORCH_CHECK_VALUE(image.scalar_type() == at::kByte || (grey && wide),
+                    fmt::format("write_png: expected uint8 pixels (or uint16 for a grey image) for '{}', got {}", path,
+                                image.scalar_type()));
   const int64_t h = image.size(grey ? 0 : 1), w = image.size(grey ? 1 : 2);
   TORCH_CHECK_VALUE(h > 0 && w > 0 && h < (int64_t{1} << 31) && w < (int64_t{1} << 31),
-                    "write_png: expected a non-empty image for '", path, "', got ", image.sizes());
+                    fmt::format("write_png: expected a non-empty image for '{}', got {}", path, image.sizes()));
   // Interleaved rows: (H, W) or (H, W, 3).
   const at::Tensor hwc = (grey ? image : image.permute({1, 2, 0})).to(at::kCPU).contiguous();
   const int64_t row_bytes = w * (grey ? 1 : 3) * (wide ? 2 : 1);
@@ -576,7 +593,7 @@ void write_png(const std::string& path, const at::Tensor& image) {
   TORCH_CHECK(s.info != nullptr, "write_png: libpng could not be initialised (out of memory?)");
   const bool ok = png_stage_write(&s, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), wide ? 16 : 8,
                                   grey ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, rows.data());
-  TORCH_CHECK(ok, "write_png: encoding '", path, "' failed: ", s.message);
+  TORCH_CHECK(ok, fmt::format("write_png: encoding '{}' failed: {}", path, s.message));
   detail::write_file_atomically(path, bytes.data(), bytes.size(), "write_png");
 }
 

@@ -17,31 +17,35 @@
 #include <map>
 #include <mutex>
 
+#include "detail/format.h"
+
 namespace lake::metrics {
 
 namespace {
 
 void check_scores(const at::Tensor& x, const char* name) {
-  TORCH_CHECK_VALUE(at::isFloatingType(x.scalar_type()), name, ": expected floating scores, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(x.numel() == 0 || at::isfinite(x).all().item<bool>(), name,
-                    ": expected finite scores, got NaN or infinite values");
+  TORCH_CHECK_VALUE(at::isFloatingType(x.scalar_type()),
+                    fmt::format("{}: expected floating scores, got {}", name, x.scalar_type()));
+  TORCH_CHECK_VALUE(x.numel() == 0 || at::isfinite(x).all().item<bool>(),
+                    fmt::format("{}: expected finite scores, got NaN or infinite values", name));
 }
 
 void check_1d(const at::Tensor& scores, const at::Tensor& labels, const char* fn) {
-  TORCH_CHECK_VALUE(scores.defined() && scores.dim() == 1, fn, ": expected (N) scores, got ",
-                    scores.defined() ? scores.sizes() : at::IntArrayRef{});
-  TORCH_CHECK_VALUE(labels.defined() && labels.dim() == 1 && labels.size(0) == scores.size(0), fn,
-                    ": expected (N) labels matching the ", scores.size(0), " scores, got ",
-                    labels.defined() ? labels.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(
+      scores.defined() && scores.dim() == 1,
+      fmt::format("{}: expected (N) scores, got {}", fn, scores.defined() ? scores.sizes() : at::IntArrayRef{}));
+  TORCH_CHECK_VALUE(labels.defined() && labels.dim() == 1 && labels.size(0) == scores.size(0),
+                    fmt::format("{}: expected (N) labels matching the {} scores, got {}", fn, scores.size(0),
+                                labels.defined() ? labels.sizes() : at::IntArrayRef{}));
   check_scores(scores, fn);
 }
 
 void check_maps(const at::Tensor& maps, const at::Tensor& masks, const char* fn) {
-  TORCH_CHECK_VALUE(maps.defined() && maps.dim() == 3, fn, ": expected (B, H, W) anomaly maps, got ",
-                    maps.defined() ? maps.sizes() : at::IntArrayRef{});
-  TORCH_CHECK_VALUE(masks.defined() && masks.sizes() == maps.sizes(), fn,
-                    ": expected (B, H, W) masks matching the maps ", maps.sizes(), ", got ",
-                    masks.defined() ? masks.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(maps.defined() && maps.dim() == 3, fmt::format("{}: expected (B, H, W) anomaly maps, got {}", fn,
+                                                                   maps.defined() ? maps.sizes() : at::IntArrayRef{}));
+  TORCH_CHECK_VALUE(masks.defined() && masks.sizes() == maps.sizes(),
+                    fmt::format("{}: expected (B, H, W) masks matching the maps {}, got {}", fn, maps.sizes(),
+                                masks.defined() ? masks.sizes() : at::IntArrayRef{}));
   check_scores(maps, fn);
 }
 
@@ -85,8 +89,9 @@ double f1_max(const at::Tensor& scores, const at::Tensor& labels) {
 }
 
 at::Tensor connected_components(const at::Tensor& mask) {
-  TORCH_CHECK_VALUE(mask.defined() && mask.dim() == 2, "connected_components: expected an (H, W) mask, got ",
-                    mask.defined() ? mask.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(mask.defined() && mask.dim() == 2,
+                    fmt::format("connected_components: expected an (H, W) mask, got {}",
+                                mask.defined() ? mask.sizes() : at::IntArrayRef{}));
   auto m = as_bool(mask);
   auto out = at::empty(m.sizes(), at::kLong);
   core::label_components(m.data_ptr<bool>(), m.size(0), m.size(1), out.data_ptr<int64_t>());
@@ -95,7 +100,8 @@ at::Tensor connected_components(const at::Tensor& mask) {
 
 double aupro(const at::Tensor& maps, const at::Tensor& masks, double fpr_limit) {
   check_maps(maps, masks, "aupro");
-  TORCH_CHECK_VALUE(fpr_limit > 0 && fpr_limit <= 1, "aupro: expected 0 < fpr_limit <= 1, got ", fpr_limit);
+  TORCH_CHECK_VALUE(fpr_limit > 0 && fpr_limit <= 1,
+                    fmt::format("aupro: expected 0 < fpr_limit <= 1, got {:g}", fpr_limit));
   std::vector<core::ScoredItem> items;
   const double regions = append_pixel_items(maps, masks, items);
   return core::aupro_of(exact_curve(items), regions, fpr_limit);
@@ -126,16 +132,18 @@ void ImageMetrics::reset() {
 PixelMetrics::PixelMetrics(std::optional<double> lo, std::optional<double> hi, int64_t bins, double fpr_limit,
                            int64_t exact_limit)
     : fixed_lo_(lo), fixed_hi_(hi), fpr_limit_(fpr_limit), bins_(bins), exact_limit_(exact_limit) {
-  TORCH_CHECK_VALUE(lo.has_value() == hi.has_value(),
-                    "PixelMetrics: expected both lo and hi (a fixed range) or neither (adaptive), got only ",
-                    lo ? "lo" : "hi");
+  TORCH_CHECK_VALUE(
+      lo.has_value() == hi.has_value(),
+      fmt::format("PixelMetrics: expected both lo and hi (a fixed range) or neither (adaptive), got only {}",
+                  lo ? "lo" : "hi"));
   if (lo) {
     TORCH_CHECK_VALUE(std::isfinite(*lo) && std::isfinite(*hi) && *hi > *lo,
-                      "PixelMetrics: expected a finite score range lo < hi, got [", *lo, ", ", *hi, "]");
+                      fmt::format("PixelMetrics: expected a finite score range lo < hi, got [{:g}, {:g}]", *lo, *hi));
   }
-  TORCH_CHECK_VALUE(bins >= 1, "PixelMetrics: expected bins >= 1, got ", bins);
-  TORCH_CHECK_VALUE(fpr_limit > 0 && fpr_limit <= 1, "PixelMetrics: expected 0 < fpr_limit <= 1, got ", fpr_limit);
-  TORCH_CHECK_VALUE(exact_limit >= 0, "PixelMetrics: expected exact_limit >= 0, got ", exact_limit);
+  TORCH_CHECK_VALUE(bins >= 1, fmt::format("PixelMetrics: expected bins >= 1, got {}", bins));
+  TORCH_CHECK_VALUE(fpr_limit > 0 && fpr_limit <= 1,
+                    fmt::format("PixelMetrics: expected 0 < fpr_limit <= 1, got {:g}", fpr_limit));
+  TORCH_CHECK_VALUE(exact_limit >= 0, fmt::format("PixelMetrics: expected exact_limit >= 0, got {}", exact_limit));
 }
 
 void PixelMetrics::update(const at::Tensor& maps, const at::Tensor& masks) {
@@ -151,8 +159,9 @@ void PixelMetrics::update(const at::Tensor& maps, const at::Tensor& masks) {
   if (!fixed_range() && (binned_ || pixels_ + maps.numel() > exact_limit_)) {
     // Checked before any state changes: the adaptive grid's base indices must stay finite.
     TORCH_CHECK_VALUE(core::adaptive_range_fits(binned_, hist_.grid, seen_min, seen_max),
-                      "PixelMetrics.update: the scores seen span [", seen_min, ", ", seen_max,
-                      "], too wide for the adaptive range; give a fixed range (lo, hi)");
+                      fmt::format("PixelMetrics.update: the scores seen span [{:g}, {:g}], too wide for the adaptive "
+                                  "range; give a fixed range (lo, hi)",
+                                  seen_min, seen_max));
   }
   seen_min_ = seen_min;
   seen_max_ = seen_max;

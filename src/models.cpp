@@ -13,6 +13,8 @@
 #include <regex>
 #include <sstream>
 
+#include "detail/format.h"
+
 namespace lake {
 
 namespace models_detail {
@@ -256,9 +258,11 @@ ModelLocation locate_model(const std::string& request) {
   }
   const bool open_clip = request.rfind("hf-hub:", 0) == 0;
   const std::string spec = open_clip ? request.substr(7) : request;
-  TORCH_CHECK_VALUE(split_repo(spec, loc.repo, loc.revision), "model name '", request,
-                    "' is not a hub repository id: expected 'org/name' (transformers layout), 'hf-hub:org/name' "
-                    "(OpenCLIP layout), optionally '@revision', or one of LAKE's names (`lake models`)");
+  TORCH_CHECK_VALUE(
+      split_repo(spec, loc.repo, loc.revision),
+      fmt::format("model name '{}' is not a hub repository id: expected 'org/name' (transformers layout), "
+                  "'hf-hub:org/name' (OpenCLIP layout), optionally '@revision', or one of LAKE's names (`lake models`)",
+                  request));
   loc.source = open_clip ? ModelSource::OpenClipHub : ModelSource::Transformers;
   loc.form = open_clip ? "open_clip" : "transformers";
   loc.hub_files = hub_files(loc.source);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "detail/format.h"
 #include "detail/strings.h"
 
 namespace lake {
@@ -16,13 +17,14 @@ ProbeKind parse_probe_kind(const std::string& name) {
   const std::string s = detail::lower(name);
   if (s == "residual") return ProbeKind::Residual;
   if (s == "mlp") return ProbeKind::Mlp;
-  TORCH_CHECK_VALUE(false, "unknown probe kind '", name, "': expected 'residual' or 'mlp'");
+  TORCH_CHECK_VALUE(false, fmt::format("unknown probe kind '{}': expected 'residual' or 'mlp'", name));
 }
 
 int64_t resolve_layer(int64_t layer, int64_t depth) {
-  TORCH_CHECK_VALUE(layer != 0 && layer >= -depth && layer <= depth, "layer ", layer,
-                    " is out of range for a model with ", depth, " blocks: use 1..", depth, " or -", depth,
-                    "..-1 (layers are 1-based; -1 is the last block)");
+  TORCH_CHECK_VALUE(layer != 0 && layer >= -depth && layer <= depth,
+                    fmt::format("layer {} is out of range for a model with {} blocks: use 1..{} or -{}..-1 (layers are "
+                                "1-based; -1 is the last block)",
+                                layer, depth, depth, depth));
   return layer > 0 ? layer : depth + 1 + layer;
 }
 
@@ -30,11 +32,11 @@ NeuronProbe::NeuronProbe(ClipModel model, ProbeOptions options)
     : model_(std::move(model)), options_(std::move(options)) {
   const int64_t depth = model_.config().vision_layers;
   TORCH_CHECK_VALUE(!options_.layers.empty() || options_.project_layer != 0,
-                    "NeuronProbe: expected at least one layer to probe (1..", depth, ")");
+                    fmt::format("NeuronProbe: expected at least one layer to probe (1..{})", depth));
   for (int64_t l : options_.layers) {
     const int64_t r = resolve_layer(l, depth);
-    TORCH_CHECK_VALUE(std::find(layers_.begin(), layers_.end(), r) == layers_.end(), "NeuronProbe: layer ", l,
-                      " (block ", r, ") is requested twice");
+    TORCH_CHECK_VALUE(std::find(layers_.begin(), layers_.end(), r) == layers_.end(),
+                      fmt::format("NeuronProbe: layer {} (block {}) is requested twice", l, r));
     layers_.push_back(r);
   }
   if (options_.project_layer != 0) project_layer_ = resolve_layer(options_.project_layer, depth);
@@ -68,7 +70,7 @@ const at::Tensor& ProbeResult::at_layer(int64_t layer) const {
   for (size_t i = 0; i < layers.size(); ++i) {
     if (layers[i] == layer) return activations[i];
   }
-  TORCH_CHECK_VALUE(false, "layer ", layer, " was not probed; probed layers: ", at::IntArrayRef(layers));
+  TORCH_CHECK_VALUE(false, fmt::format("layer {} was not probed; probed layers: {}", layer, at::IntArrayRef(layers)));
 }
 
 }  // namespace lake

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 
+#include "detail/format.h"
 #include "detail/hash.h"
 #include "detail/normality_file.h"
 #include "detail/normality_read.h"
@@ -44,20 +45,21 @@ using detail::NormalityFileLimits;
 
 void bad(const std::string& path, const std::string& what) {
   throw c10::ValueError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
-                        c10::str("normality model file '", path, "': ", what));
+                        fmt::format("normality model file '{}': {}", path, what));
 }
 
 std::string describe_tensor(const at::Tensor& t) {
-  return c10::str(at::IntArrayRef(t.sizes()), " ", t.scalar_type());
+  return fmt::format("{} {}", at::IntArrayRef(t.sizes()), t.scalar_type());
 }
 
 void check_version(const std::string& path, int64_t version, int64_t container) {
   if (version == container) return;
   if (version >= 1 && version <= kNormalityFormatVersion)
-    bad(path, c10::str("says format version ", version, " but is a ", container == 1 ? "zip archive" : "safetensors file",
-                       " (version 1 files are zip archives, version 2 files safetensors files): corrupted?"));
-  bad(path, c10::str("has format version ", version, "; this LAKE (", LAKE_VERSION_STRING, ") reads versions 1..",
-                     kNormalityFormatVersion, version > kNormalityFormatVersion ? ": upgrade LAKE" : ""));
+    bad(path, fmt::format("says format version {} but is a {} (version 1 files are zip archives, version 2 files "
+                          "safetensors files): corrupted?",
+                          version, container == 1 ? "zip archive" : "safetensors file"));
+  bad(path, fmt::format("has format version {}; this LAKE ({}) reads versions 1..{}{}", version, LAKE_VERSION_STRING,
+                        kNormalityFormatVersion, version > kNormalityFormatVersion ? ": upgrade LAKE" : ""));
 }
 
 // ---- Checks every version shares: the file against itself --------------------------------
@@ -68,71 +70,72 @@ void check_contents(const std::string& path, const Contents& c) {
     if (!ok) bad(path, what);
   };
   // (Version 1 wrote channels = 0 for a zero-shot model.)
-  need(c.channels >= (c.shots > 0 ? 1 : 0), c10::str("'channels' is ", c.channels, ", expected >= 1"));
+  need(c.channels >= (c.shots > 0 ? 1 : 0), fmt::format("'channels' is {}, expected >= 1", c.channels));
   need(o.k >= 1 && (c.shots == 0 || o.k <= c.channels),
-       c10::str("'options.k' is ", o.k, ", expected 1..channels = ", c.channels));
+       fmt::format("'options.k' is {}, expected 1..channels = {}", o.k, c.channels));
   need(!o.layers.empty(), "'options.layers' is empty, expected the tapped blocks");
   for (size_t i = 0; i < o.layers.size(); ++i)
     need(o.layers[i] >= 1 && (i == 0 || o.layers[i] > o.layers[i - 1]),
-         c10::str("'options.layers' is [", c10::Join(", ", o.layers), "], expected ascending blocks >= 1"));
-  need(o.image_size >= 1, c10::str("'options.image_size' is ", o.image_size, ", expected >= 1"));
-  need(o.semantic_layer >= 1, c10::str("'options.semantic_layer' is ", o.semantic_layer, ", expected >= 1"));
+         fmt::format("'options.layers' is [{}], expected ascending blocks >= 1", fmt::join(o.layers, ", ")));
+  need(o.image_size >= 1, fmt::format("'options.image_size' is {}, expected >= 1", o.image_size));
+  need(o.semantic_layer >= 1, fmt::format("'options.semantic_layer' is {}, expected >= 1", o.semantic_layer));
   need(o.text_weight >= 0.0 && o.text_weight <= 1.0,
-       c10::str("'options.text_weight' is ", o.text_weight, ", expected a number in [0, 1]"));
+       fmt::format("'options.text_weight' is {:g}, expected a number in [0, 1]", o.text_weight));
   need(std::isfinite(o.blur_sigma) && o.blur_sigma >= 0.0,
-       c10::str("'options.blur_sigma' is ", o.blur_sigma, ", expected a finite number >= 0"));
-  need(o.gallery_tile >= 1, c10::str("'options.gallery_tile' is ", o.gallery_tile, ", expected >= 1"));
-  need(o.batch_size >= 1, c10::str("'options.batch_size' is ", o.batch_size, ", expected >= 1"));
+       fmt::format("'options.blur_sigma' is {:g}, expected a finite number >= 0", o.blur_sigma));
+  need(o.gallery_tile >= 1, fmt::format("'options.gallery_tile' is {}, expected >= 1", o.gallery_tile));
+  need(o.batch_size >= 1, fmt::format("'options.batch_size' is {}, expected >= 1", o.batch_size));
   need(o.class_name.size() <= NormalityFileLimits::kMaxStringBytes, "'options.class_name' is too long");
   for (const auto* list : {&o.normal_prompts, &o.anomaly_prompts}) {
     const char* name = list == &o.normal_prompts ? "normal_prompts" : "anomaly_prompts";
     need(!list->empty() && static_cast<int64_t>(list->size()) <= NormalityFileLimits::kMaxPrompts,
-         c10::str("'options.", name, "' holds ", list->size(), " prompts, expected 1..", NormalityFileLimits::kMaxPrompts));
+         fmt::format("'options.{}' holds {} prompts, expected 1..{}", name, list->size(),
+                     NormalityFileLimits::kMaxPrompts));
     for (const auto& p : *list)
       need(p.size() <= NormalityFileLimits::kMaxStringBytes,
-           c10::str("'options.", name, "' holds a prompt of ", p.size(), " bytes, expected at most ",
-                    NormalityFileLimits::kMaxStringBytes));
+           fmt::format("'options.{}' holds a prompt of {} bytes, expected at most {}", name, p.size(),
+                       NormalityFileLimits::kMaxStringBytes));
   }
   need(c.shots >= 0 && c.shots <= NormalityFileLimits::kMaxShots,
-       c10::str("'shots' is ", c.shots, ", expected 0..", NormalityFileLimits::kMaxShots));
+       fmt::format("'shots' is {}, expected 0..{}", c.shots, NormalityFileLimits::kMaxShots));
   for (const auto& [name, t] : {std::pair<const char*, std::optional<double>>{"image_threshold", c.image_threshold},
                                 {"pixel_threshold", c.pixel_threshold}})
-    if (t && !std::isfinite(*t)) bad(path, c10::str("'", name, "' is ", *t, ", expected a finite number or none"));
+    if (t && !std::isfinite(*t)) bad(path, fmt::format("'{}' is {:g}, expected a finite number or none", name, *t));
 
   // The fitted state: one neuron layer and one gallery per tapped block (none zero-shot).
   const size_t layers = c.shots > 0 ? o.layers.size() : 0;
   need(c.neurons.size() == layers && c.galleries.size() == layers,
-       c10::str("holds ", c.neurons.size(), " neuron layers and ", c.galleries.size(), " galleries, expected ", layers,
-                c.shots > 0 ? " (one per tapped block)" : " (a zero-shot model)"));
+       fmt::format("holds {} neuron layers and {} galleries, expected {}{}", c.neurons.size(), c.galleries.size(),
+                   layers, c.shots > 0 ? " (one per tapped block)" : " (a zero-shot model)"));
   for (size_t l = 0; l < c.neurons.size(); ++l) {
     const LayerNeurons& n = c.neurons[l];
-    const std::string where = c10::str("neuron layer ", l, " (block ", n.layer, ")");
-    need(n.layer == o.layers[l], c10::str(where, " is for block ", n.layer, ", expected block ", o.layers[l],
-                                          " (options.layers[", l, "])"));
+    const std::string where = fmt::format("neuron layer {} (block {})", l, n.layer);
+    need(n.layer == o.layers[l],
+         fmt::format("{} is for block {}, expected block {} (options.layers[{}])", where, n.layer, o.layers[l], l));
     const at::Tensor& idx = n.indices;
     need(idx.defined() && idx.dim() == 1 && idx.size(0) == o.k && idx.scalar_type() == at::kLong,
-         c10::str(where, ": expected (K) int64 neuron indices with K = options.k = ", o.k, ", got ",
-                  idx.defined() ? describe_tensor(idx) : "none"));
+         fmt::format("{}: expected (K) int64 neuron indices with K = options.k = {}, got {}", where, o.k,
+                     idx.defined() ? describe_tensor(idx) : "none"));
     const int64_t lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
-    need(lo >= 0 && hi < c.channels, c10::str(where, " has neuron indices in [", lo, ", ", hi, "], expected [0, ",
-                                              c.channels, ") (corrupted?)"));
+    need(lo >= 0 && hi < c.channels,
+         fmt::format("{} has neuron indices in [{}, {}], expected [0, {}) (corrupted?)", where, lo, hi, c.channels));
     for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"scores", &n.scores}, {"mean", &n.mean},
                                   {"std", &n.std}})
       need(t->defined() && t->dim() == 1 && t->size(0) == o.k && t->scalar_type() == at::kDouble,
-           c10::str(where, ": expected (", o.k, ") float64 neuron ", name, ", got ",
-                    t->defined() ? describe_tensor(*t) : "none", " (corrupted?)"));
+           fmt::format("{}: expected ({}) float64 neuron {}, got {} (corrupted?)", where, o.k, name,
+                       t->defined() ? describe_tensor(*t) : "none"));
     const at::Tensor& g = c.galleries[l];
     const int64_t rows = c.galleries[0].defined() && c.galleries[0].dim() == 2 ? c.galleries[0].size(0) : -1;
     need(g.defined() && g.dim() == 2 && g.size(0) == rows && rows >= c.shots && rows % c.shots == 0 &&
              g.size(1) == o.k && g.scalar_type() == at::kFloat,
-         c10::str("gallery ", l, " (block ", n.layer, ") is ", g.defined() ? describe_tensor(g) : "none",
-                  ", expected (M, ", o.k, ") float32 with K = ", o.k, " neurons and the same M = shots x patches (a ",
-                  "multiple of ", c.shots, ") in every layer (corrupted?)"));
+         fmt::format("gallery {} (block {}) is {}, expected (M, {}) float32 with K = {} neurons and the same M = shots "
+                     "x patches (a multiple of {}) in every layer (corrupted?)",
+                     l, n.layer, g.defined() ? describe_tensor(g) : "none", o.k, o.k, c.shots));
   }
   if (c.shots == 0) need(c.text.defined(), "is a zero-shot model without text embeddings (corrupted?)");
   if (c.text.defined())
     need(c.text.dim() == 2 && c.text.size(0) == 2 && c.text.size(1) >= 1 && c.text.scalar_type() == at::kFloat,
-         c10::str("'text_embeddings' is ", describe_tensor(c.text), ", expected (2, E) float32"));
+         fmt::format("'text_embeddings' is {}, expected (2, E) float32", describe_tensor(c.text)));
 }
 
 // ---- Version 2: safetensors + JSON ---------------------------------------------------------
@@ -143,13 +146,13 @@ struct JsonFields {
 
   const json& at(const json& obj, const std::string& prefix, const std::string& key) const {
     auto it = obj.find(key);
-    if (it == obj.end()) bad(path, c10::str("the header has no '", prefix, key, "' field"));
+    if (it == obj.end()) bad(path, fmt::format("the header has no '{}{}' field", prefix, key));
     return *it;
   }
   [[noreturn]] void wrong(const std::string& field, const json& v, const char* expected) const {
     std::string shown = v.dump();
     if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
-    bad(path, c10::str("field '", field, "' is ", shown, ", expected ", expected));
+    bad(path, fmt::format("field '{}' is {}, expected {}", field, shown, expected));
   }
   int64_t integer(const json& obj, const std::string& prefix, const std::string& key) const {
     const json& v = at(obj, prefix, key);
@@ -220,21 +223,24 @@ Contents read_v2(const std::string& path) {
   try {
     file = detail::read_safetensors(path);
   } catch (const c10::Error& e) {
-    bad(path, c10::str("is truncated or corrupted: ", e.what_without_backtrace()));
+    bad(path, fmt::format("is truncated or corrupted: {}", e.what_without_backtrace()));
   }
   auto meta = file.metadata.find(detail::kNormalityMetadataKey);
-  TORCH_CHECK_VALUE(meta != file.metadata.end(), "'", path, "' is not a LAKE normality model file (a safetensors ",
-                    "file without the '", detail::kNormalityMetadataKey, "' metadata entry)");
+  TORCH_CHECK_VALUE(
+      meta != file.metadata.end(),
+      fmt::format("'{}' is not a LAKE normality model file (a safetensors file without the '{}' metadata entry)", path,
+                  detail::kNormalityMetadataKey));
   json top;
   try {
     top = json::parse(meta->second);
   } catch (const json::exception& e) {
-    bad(path, c10::str("its '", detail::kNormalityMetadataKey, "' metadata is not valid JSON (corrupted?): ", e.what()));
+    bad(path,
+        fmt::format("its '{}' metadata is not valid JSON (corrupted?): {}", detail::kNormalityMetadataKey, e.what()));
   }
-  if (!top.is_object()) bad(path, c10::str("its '", detail::kNormalityMetadataKey, "' metadata is not a JSON object"));
+  if (!top.is_object()) bad(path, fmt::format("its '{}' metadata is not a JSON object", detail::kNormalityMetadataKey));
   const JsonFields f{path};
-  TORCH_CHECK_VALUE(top.contains("format") && top["format"] == "lake-normality", "'", path,
-                    "' is not a LAKE normality model file (no format=lake-normality)");
+  TORCH_CHECK_VALUE(top.contains("format") && top["format"] == "lake-normality",
+                    fmt::format("'{}' is not a LAKE normality model file (no format=lake-normality)", path));
   Contents c;
   c.version = f.integer(top, "", "format_version");
   check_version(path, c.version, 2);
@@ -267,35 +273,37 @@ Contents read_v2(const std::string& path) {
   auto take = [&](const std::string& name, c10::ScalarType dtype, std::vector<int64_t> shape,
                   const std::string& why) {
     auto it = tensors.find(name);
-    if (it == tensors.end()) bad(path, c10::str("has no tensor '", name, "' (", why, ")"));
+    if (it == tensors.end()) bad(path, fmt::format("has no tensor '{}' ({})", name, why));
     const at::Tensor& t = it->second;
     if (t.scalar_type() != dtype || t.sizes() != at::IntArrayRef(shape))
-      bad(path, c10::str("tensor '", name, "' is ", describe_tensor(t), ", expected ", at::IntArrayRef(shape), " ",
-                         dtype, " (", why, ")"));
+      bad(path, fmt::format("tensor '{}' is {}, expected {} {} ({})", name, describe_tensor(t), at::IntArrayRef(shape),
+                            dtype, why));
     used[name] = true;
     return t.clone();  // off the file's mapping
   };
   const json& neurons = f.array(top, "", "neurons");
   for (size_t l = 0; l < neurons.size(); ++l) {
-    const std::string p = c10::str("neurons[", l, "].");
-    if (!neurons[l].is_object()) f.wrong(c10::str("neurons[", l, "]"), neurons[l], "an object {layer, k}");
+    const std::string p = fmt::format("neurons[{}].", l);
+    if (!neurons[l].is_object()) f.wrong(fmt::format("neurons[{}]", l), neurons[l], "an object {layer, k}");
     LayerNeurons n;
     n.layer = f.integer(neurons[l], p, "layer");
     const int64_t k = f.integer(neurons[l], p, "k");
-    if (k < 1 || k > c.channels) bad(path, c10::str("field '", p, "k' is ", k, ", expected 1..channels = ", c.channels));
-    const std::string stem = c10::str("neurons.", l, ".");
-    const std::string why = c10::str(p, "k = ", k);
+    if (k < 1 || k > c.channels)
+      bad(path, fmt::format("field '{}k' is {}, expected 1..channels = {}", p, k, c.channels));
+    const std::string stem = fmt::format("neurons.{}.", l);
+    const std::string why = fmt::format("{}k = {}", p, k);
     n.indices = take(stem + "indices", at::kLong, {k}, why);
     n.scores = take(stem + "scores", at::kDouble, {k}, why);
     n.mean = take(stem + "mean", at::kDouble, {k}, why);
     n.std = take(stem + "std", at::kDouble, {k}, why);
-    c.galleries.push_back(take(c10::str("galleries.", l), at::kFloat, {rows, k}, c10::str("gallery_rows x ", why)));
+    c.galleries.push_back(
+        take(fmt::format("galleries.{}", l), at::kFloat, {rows, k}, fmt::format("gallery_rows x {}", why)));
     c.neurons.push_back(std::move(n));
   }
   if (has_text.get<bool>())
-    c.text = take("text_embeddings", at::kFloat, {2, embed_dim}, c10::str("2 x backbone.embed_dim = ", embed_dim));
+    c.text = take("text_embeddings", at::kFloat, {2, embed_dim}, fmt::format("2 x backbone.embed_dim = {}", embed_dim));
   for (const auto& kv : tensors)
-    if (!used.count(kv.first)) bad(path, c10::str("holds a tensor '", kv.first, "' that its header does not list"));
+    if (!used.count(kv.first)) bad(path, fmt::format("holds a tensor '{}' that its header does not list", kv.first));
 
   check_contents(path, c);
   if (checksum != detail::normality_v2_checksum(top, tensors))
@@ -309,20 +317,24 @@ void check_backbone(const std::string& path, const Contents& c, const ClipModel&
   const ClipConfig& cfg = model.config();
   if (c.version == 1) {
     if (c.fingerprint != model.fingerprint())
-      bad(path, c10::str("was fitted with a different backbone (fingerprint ", c.fingerprint, ", ", c.backbone,
-                         "); the given model '", model.path(), "' has fingerprint ", model.fingerprint()));
+      bad(path,
+          fmt::format(
+              "was fitted with a different backbone (fingerprint {}, {}); the given model '{}' has fingerprint {}",
+              c.fingerprint, c.backbone, model.path(), model.fingerprint()));
     return;
   }
   if (c.fingerprint != model.weights_fingerprint())
-    bad(path, c10::str("was fitted with a different backbone (weights fingerprint ", c.fingerprint, ", ", c.backbone,
-                       "); the given model '", model.path(), "' has weights fingerprint ", model.weights_fingerprint(),
-                       " (", cfg.describe(), "). The fingerprint hashes the image tower as stored in the archive: ",
-                       "load the archive the model was fitted with (any dtype, device, load_text)"));
+    bad(path, fmt::format("was fitted with a different backbone (weights fingerprint {}, {}); the given model '{}' has "
+                          "weights fingerprint {} ({}). The fingerprint hashes the image tower as stored in the "
+                          "archive: load the archive the model was fitted with (any dtype, device, load_text)",
+                          c.fingerprint, c.backbone, model.path(), model.weights_fingerprint(), cfg.describe()));
   const json& b = c.backbone_config;
   auto differs = [&](const char* what, const std::string& file_value, const std::string& model_value) {
     if (file_value != model_value)
-      bad(path, c10::str("was fitted with the backbone's ", what, " = ", file_value, "; the given model '",
-                         model.path(), "' has ", what, " = ", model_value, " (same weights, other settings)"));
+      bad(path,
+          fmt::format(
+              "was fitted with the backbone's {} = {}; the given model '{}' has {} = {} (same weights, other settings)",
+              what, file_value, model.path(), what, model_value));
   };
   differs("activation", b.at("activation").get<std::string>(), to_string(cfg.activation));
   differs("vision_heads", std::to_string(b.at("vision_heads").get<int64_t>()), std::to_string(cfg.vision_heads));
@@ -340,20 +352,22 @@ void fill_state(const std::string& path, Contents c, NormalityModel::State& s) {
   const ClipConfig& cfg = s.model.config();
   const NormalityOptions& o = c.options;
   if (s.layers != o.layers || s.image_size != o.image_size || s.semantic_layer != o.semantic_layer)
-    bad(path, c10::str("records layers [", c10::Join(", ", o.layers), "], image size ", o.image_size,
-                       ", semantic layer ", o.semantic_layer, ", but they resolve to [", c10::Join(", ", s.layers),
-                       "], ", s.image_size, ", ", s.semantic_layer, " on this backbone (corrupted?)"));
+    bad(path, fmt::format("records layers [{}], image size {}, semantic layer {}, but they resolve to [{}], {}, {} on "
+                          "this backbone (corrupted?)",
+                          fmt::join(o.layers, ", "), o.image_size, o.semantic_layer, fmt::join(s.layers, ", "),
+                          s.image_size, s.semantic_layer));
   if (c.shots > 0 && c.channels != s.probe.channels())
-    bad(path, c10::str("its neurons are for ", c.channels, " channels, but the model taps ", to_string(o.kind),
-                       " activations of ", s.probe.channels(), " channels (corrupted?)"));
+    bad(path,
+        fmt::format("its neurons are for {} channels, but the model taps {} activations of {} channels (corrupted?)",
+                    c.channels, to_string(o.kind), s.probe.channels()));
   const int64_t grid = o.image_size / cfg.patch_size;
   for (size_t l = 0; l < c.galleries.size(); ++l)
     if (c.galleries[l].size(0) != c.shots * grid * grid)
-      bad(path, c10::str("gallery ", l, " has ", c.galleries[l].size(0), " rows, expected shots x patches = ", c.shots,
-                         " x ", grid * grid, " (corrupted?)"));
+      bad(path, fmt::format("gallery {} has {} rows, expected shots x patches = {} x {} (corrupted?)", l,
+                            c.galleries[l].size(0), c.shots, grid * grid));
   if (c.text.defined() && c.text.size(1) != cfg.embed_dim)
-    bad(path, c10::str("'text_embeddings' is ", describe_tensor(c.text), ", expected (2, ", cfg.embed_dim,
-                       ") for this backbone's embedding size"));
+    bad(path, fmt::format("'text_embeddings' is {}, expected (2, {}) for this backbone's embedding size",
+                          describe_tensor(c.text), cfg.embed_dim));
   const c10::Device dev = s.model.device();
   s.shots = c.shots;
   s.neurons.kind = o.kind;
@@ -433,7 +447,8 @@ void NormalityModel::save(const std::string& path) const {
     top["checksum"] = detail::normality_v2_checksum(top, tensors);
     header = top.dump();
   } catch (const json::exception& e) {
-    TORCH_CHECK_VALUE(false, "NormalityModel.save: a prompt or the class name is not valid UTF-8: ", e.what());
+    TORCH_CHECK_VALUE(false,
+                      fmt::format("NormalityModel.save: a prompt or the class name is not valid UTF-8: {}", e.what()));
   }
   detail::write_safetensors(path, tensors, {{detail::kNormalityMetadataKey, header}}, std::nullopt,
                             "NormalityModel.save");
@@ -442,22 +457,24 @@ void NormalityModel::save(const std::string& path) const {
 NormalityModel NormalityModel::load(const std::string& path, ClipModel model) {
   using namespace normality_io_detail;
   std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK_VALUE(in.good(), "normality model file '", path, "' does not exist or is not readable");
+  TORCH_CHECK_VALUE(in.good(), fmt::format("normality model file '{}' does not exist or is not readable", path));
   char head[9] = {};
   in.read(head, sizeof head);
   const std::streamsize got = in.gcount();
   in.close();
   const bool zip = got >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0;
   const bool safetensors = got == 9 && head[8] == '{';
-  TORCH_CHECK_VALUE(zip || safetensors, "'", path, "' is not a LAKE normality model file (expected the safetensors ",
-                    "file of format version 2, or the zip archive of version 1, written by NormalityModel.save)");
+  TORCH_CHECK_VALUE(zip || safetensors,
+                    fmt::format("'{}' is not a LAKE normality model file (expected the safetensors file of format "
+                                "version 2, or the zip archive of version 1, written by NormalityModel.save)",
+                                path));
   Contents c = zip ? read_v1(path) : read_v2(path);
   check_backbone(path, c, model);
   std::optional<NormalityModel> m;
   try {
     m.emplace(std::move(model), c.options);
   } catch (const c10::Error& e) {
-    bad(path, c10::str("its options do not fit the given model: ", e.what_without_backtrace()));
+    bad(path, fmt::format("its options do not fit the given model: {}", e.what_without_backtrace()));
   }
   fill_state(path, std::move(c), *m->state_);
   return std::move(*m);

@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "detail/format.h"
 #include "detail/hash.h"
 #include "detail/normality_read.h"
 #include "detail/torch_pickle.h"
@@ -58,7 +59,7 @@ struct PickleFields {
     }
   }
   [[noreturn]] void wrong(const std::string& key, const PyValue& v, const char* expected) const {
-    bad(path, c10::str("entry '", key, "' is ", kind_name(v.kind), ", expected ", expected));
+    bad(path, fmt::format("entry '{}' is {}, expected {}", key, kind_name(v.kind), expected));
   }
   const PyValue* find(const PyValue& d, const std::string& key) const {
     for (const auto& [k, v] : d.dict)
@@ -67,7 +68,7 @@ struct PickleFields {
   }
   const PyValue& at(const PyValue& d, const std::string& prefix, const std::string& key) const {
     const PyValue* v = find(d, key);
-    if (v == nullptr) bad(path, c10::str("has no '", prefix, key, "' entry (corrupted?)"));
+    if (v == nullptr) bad(path, fmt::format("has no '{}{}' entry (corrupted?)", prefix, key));
     return *v;
   }
   const PyValue& dict(const PyValue& d, const std::string& prefix, const std::string& key) const {
@@ -122,14 +123,14 @@ Contents read_v1(const std::string& path) {
   try {
     root = detail::read_torch_save(path);
   } catch (const c10::Error& e) {
-    bad(path, c10::str("is truncated or corrupted: ", e.what_without_backtrace()));
+    bad(path, fmt::format("is truncated or corrupted: {}", e.what_without_backtrace()));
   }
-  TORCH_CHECK_VALUE(root->kind == PyValue::Kind::Dict, "'", path, "' is not a LAKE normality model file");
+  TORCH_CHECK_VALUE(root->kind == PyValue::Kind::Dict, fmt::format("'{}' is not a LAKE normality model file", path));
   const PickleFields f{path};
   const PyValue& top = *root;
   const PyValue* fmt = f.find(top, "format");
-  TORCH_CHECK_VALUE(fmt != nullptr && fmt->kind == PyValue::Kind::Str && fmt->s == "lake-normality", "'", path,
-                    "' is not a LAKE normality model file (no format=lake-normality)");
+  TORCH_CHECK_VALUE(fmt != nullptr && fmt->kind == PyValue::Kind::Str && fmt->s == "lake-normality",
+                    fmt::format("'{}' is not a LAKE normality model file (no format=lake-normality)", path));
   Contents c;
   c.version = f.integer(top, "", "format_version");
   check_version(path, c.version, 1);
@@ -152,8 +153,8 @@ Contents read_v1(const std::string& path) {
   c.channels = f.integer(top, "", "channels");
   const auto& neurons = f.list(top, "", "neurons");
   for (size_t l = 0; l < neurons.size(); ++l) {
-    const std::string q = c10::str("neurons[", l, "].");
-    if (neurons[l]->kind != PyValue::Kind::Dict) f.wrong(c10::str("neurons[", l, "]"), *neurons[l], "a dict");
+    const std::string q = fmt::format("neurons[{}].", l);
+    if (neurons[l]->kind != PyValue::Kind::Dict) f.wrong(fmt::format("neurons[{}]", l), *neurons[l], "a dict");
     const PyValue& d = *neurons[l];
     LayerNeurons n;
     n.layer = f.integer(d, q, "layer");
@@ -164,7 +165,8 @@ Contents read_v1(const std::string& path) {
     c.neurons.push_back(std::move(n));
   }
   const auto& galleries = f.list(top, "", "galleries");
-  for (size_t l = 0; l < galleries.size(); ++l) c.galleries.push_back(f.tensor(*galleries[l], c10::str("galleries[", l, "]")));
+  for (size_t l = 0; l < galleries.size(); ++l)
+    c.galleries.push_back(f.tensor(*galleries[l], fmt::format("galleries[{}]", l)));
   const PyValue& text = f.at(top, "", "text_embeddings");
   if (text.kind != PyValue::Kind::None) c.text = f.tensor(text, "text_embeddings");
   c.image_threshold = f.optional_number(top, "image_threshold");

@@ -11,6 +11,7 @@
 #include <cctype>
 #include <cmath>
 
+#include "detail/format.h"
 #include "detail/strings.h"
 #include "detail/normality_state.h"
 #include "detail/normality_ops.h"
@@ -25,7 +26,7 @@ Pooling parse_pooling(const std::string& name) {
   const std::string s = detail::lower(name);
   if (s == "max") return Pooling::Max;
   if (s == "top1pct" || s == "top1%") return Pooling::Top1Pct;
-  TORCH_CHECK_VALUE(false, "unknown pooling '", name, "': expected 'max' or 'top1pct'");
+  TORCH_CHECK_VALUE(false, fmt::format("unknown pooling '{}': expected 'max' or 'top1pct'", name));
 }
 
 std::vector<std::string> default_prompts(const std::string& class_name, bool anomalous) {
@@ -76,19 +77,24 @@ int64_t default_image_size(const ClipConfig& c) {
 
 std::shared_ptr<NormalityModel::State> make_state(ClipModel model, NormalityOptions o) {
   const ClipConfig& c = model.config();
-  TORCH_CHECK_VALUE(o.k >= 1, "NormalityModel: k must be >= 1, got ", o.k);
-  TORCH_CHECK_VALUE(o.text_weight >= 0.0 && o.text_weight <= 1.0, "NormalityModel: text_weight must lie in [0, 1], got ",
-                    o.text_weight);
-  TORCH_CHECK_VALUE(o.blur_sigma >= 0.0, "NormalityModel: blur_sigma must be >= 0, got ", o.blur_sigma);
-  TORCH_CHECK_VALUE(o.gallery_tile >= 1, "NormalityModel: gallery_tile must be >= 1, got ", o.gallery_tile);
-  TORCH_CHECK_VALUE(o.batch_size >= 1, "NormalityModel: batch_size must be >= 1, got ", o.batch_size);
+  TORCH_CHECK_VALUE(o.k >= 1, fmt::format("NormalityModel: k must be >= 1, got {}", o.k));
+  TORCH_CHECK_VALUE(o.text_weight >= 0.0 && o.text_weight <= 1.0,
+                    fmt::format("NormalityModel: text_weight must lie in [0, 1], got {:g}", o.text_weight));
+  TORCH_CHECK_VALUE(o.blur_sigma >= 0.0,
+                    fmt::format("NormalityModel: blur_sigma must be >= 0, got {:g}", o.blur_sigma));
+  TORCH_CHECK_VALUE(o.gallery_tile >= 1,
+                    fmt::format("NormalityModel: gallery_tile must be >= 1, got {}", o.gallery_tile));
+  TORCH_CHECK_VALUE(o.batch_size >= 1, fmt::format("NormalityModel: batch_size must be >= 1, got {}", o.batch_size));
   std::vector<int64_t> layers = resolve_layers(o, c.vision_layers);
   const int64_t size = o.image_size > 0 ? o.image_size : default_image_size(c);
-  TORCH_CHECK_VALUE(size % c.patch_size == 0, "NormalityModel: image_size ", size,
-                    " must be a multiple of the patch size ", c.patch_size);
+  TORCH_CHECK_VALUE(
+      size % c.patch_size == 0,
+      fmt::format("NormalityModel: image_size {} must be a multiple of the patch size {}", size, c.patch_size));
   const int64_t channels = o.kind == ProbeKind::Mlp ? 4 * c.vision_width : c.vision_width;
-  TORCH_CHECK_VALUE(o.k <= channels, "k = ", o.k, " neurons requested, but each tapped layer has ", channels,
-                    " channels (", to_string(o.kind), "): expected 1 <= k <= ", channels);
+  TORCH_CHECK_VALUE(
+      o.k <= channels,
+      fmt::format("k = {} neurons requested, but each tapped layer has {} channels ({}): expected 1 <= k <= {}", o.k,
+                  channels, to_string(o.kind), channels));
   const int64_t semantic = o.semantic_layer != 0 ? resolve_layer(o.semantic_layer, c.vision_layers) : layers.back();
   ProbeOptions po;
   po.layers = layers;
@@ -105,11 +111,12 @@ std::shared_ptr<NormalityModel::State> make_state(ClipModel model, NormalityOpti
 // (B, 3, H, W) -> the backbone's (B, 3, S, S) input.
 at::Tensor to_backbone(const at::Tensor& images, int64_t size) {
   TORCH_CHECK_VALUE(images.defined() && images.dim() == 4 && images.size(1) == 3,
-                    "expected (B, 3, H, W) CLIP-normalised images, got ",
-                    images.defined() ? images.sizes() : at::IntArrayRef{});
-  TORCH_CHECK_VALUE(at::isFloatingType(images.scalar_type()), "expected floating-point (CLIP-normalised) images, got ",
-                    images.scalar_type());
-  TORCH_CHECK_VALUE(images.size(2) > 0 && images.size(3) > 0, "expected non-empty images, got ", images.sizes());
+                    fmt::format("expected (B, 3, H, W) CLIP-normalised images, got {}",
+                                images.defined() ? images.sizes() : at::IntArrayRef{}));
+  TORCH_CHECK_VALUE(at::isFloatingType(images.scalar_type()),
+                    fmt::format("expected floating-point (CLIP-normalised) images, got {}", images.scalar_type()));
+  TORCH_CHECK_VALUE(images.size(2) > 0 && images.size(3) > 0,
+                    fmt::format("expected non-empty images, got {}", images.sizes()));
   auto x = images.to(at::kFloat);
   if (x.size(2) == size && x.size(3) == size) return x;
   return at::_upsample_bicubic2d_aa(x, {size, size}, /*align_corners=*/false);
@@ -144,25 +151,26 @@ at::Tensor sparse_tokens(const std::vector<at::Tensor>& device_indices, const Pr
 
 std::vector<at::Tensor> NormalityModel::State::validated_indices(const NeuronSet& n, const std::string& source) const {
   const int64_t channels = probe.channels();
-  TORCH_CHECK_VALUE(n.layers.empty() || (n.kind == options.kind && n.channels == channels), source,
-                    ": the neurons are for ", to_string(n.kind), " taps of ", n.channels,
-                    " channels, but the model taps ", to_string(options.kind), " activations of ", channels,
-                    " channels (corrupted?)");
+  TORCH_CHECK_VALUE(n.layers.empty() || (n.kind == options.kind && n.channels == channels),
+                    fmt::format("{}: the neurons are for {} taps of {} channels, but the model taps {} activations of "
+                                "{} channels (corrupted?)",
+                                source, to_string(n.kind), n.channels, to_string(options.kind), channels));
   std::vector<at::Tensor> on_device;
   for (const LayerNeurons& l : n.layers) {
     const at::Tensor& idx = l.indices;
     TORCH_CHECK_VALUE(idx.defined() && idx.dim() == 1 && idx.numel() >= 1 && idx.scalar_type() == at::kLong,
-                      source, ": layer ", l.layer, " expected (K) int64 neuron indices with K >= 1, got ",
-                      idx.defined() ? idx.sizes() : at::IntArrayRef{}, " ",
-                      idx.defined() ? idx.scalar_type() : at::ScalarType::Undefined);
+                      fmt::format("{}: layer {} expected (K) int64 neuron indices with K >= 1, got {} {}", source,
+                                  l.layer, idx.defined() ? idx.sizes() : at::IntArrayRef{},
+                                  idx.defined() ? idx.scalar_type() : at::ScalarType::Undefined));
     const at::Tensor cpu = idx.to(at::kCPU);
     const int64_t lo = cpu.min().item<int64_t>(), hi = cpu.max().item<int64_t>();
-    TORCH_CHECK_VALUE(lo >= 0 && hi < channels, source, ": layer ", l.layer, " has neuron indices in [", lo, ", ",
-                      hi, "], expected [0, ", channels, ") (corrupted?)");
+    TORCH_CHECK_VALUE(lo >= 0 && hi < channels,
+                      fmt::format("{}: layer {} has neuron indices in [{}, {}], expected [0, {}) (corrupted?)", source,
+                                  l.layer, lo, hi, channels));
     for (const at::Tensor& t : {l.scores, l.mean, l.std})
-      TORCH_CHECK_VALUE(t.defined() && t.dim() == 1 && t.size(0) == idx.size(0), source, ": layer ", l.layer,
-                        " expected (", idx.size(0), ") neuron statistics, got ",
-                        t.defined() ? t.sizes() : at::IntArrayRef{}, " (corrupted?)");
+      TORCH_CHECK_VALUE(t.defined() && t.dim() == 1 && t.size(0) == idx.size(0),
+                        fmt::format("{}: layer {} expected ({}) neuron statistics, got {} (corrupted?)", source,
+                                    l.layer, idx.size(0), t.defined() ? t.sizes() : at::IntArrayRef{}));
     on_device.push_back(idx.to(model.device()).contiguous());
   }
   return on_device;
@@ -173,9 +181,10 @@ void NormalityModel::State::set_galleries(std::vector<at::Tensor> per_layer) {
   gallery = at::Tensor();
   if (per_layer.empty()) return;
   for (const auto& g : per_layer)
-    TORCH_CHECK_VALUE(g.dim() == 2 && g.sizes() == per_layer[0].sizes(),
-                      "NormalityModel: every layer's gallery must have the same (M, K) shape, got ", g.sizes(),
-                      " and ", per_layer[0].sizes());
+    TORCH_CHECK_VALUE(
+        g.dim() == 2 && g.sizes() == per_layer[0].sizes(),
+        fmt::format("NormalityModel: every layer's gallery must have the same (M, K) shape, got {} and {}", g.sizes(),
+                    per_layer[0].sizes()));
   gallery = at::stack(per_layer).to(at::kFloat).contiguous();
   for (int64_t l = 0; l < gallery.size(0); ++l) galleries.push_back(gallery[l]);
 }
@@ -206,8 +215,8 @@ void NormalityModel::set_thresholds(std::optional<double> image, std::optional<d
 void NormalityModel::fit(const at::Tensor& normal_images) {
   State& s = *state_;
   TORCH_CHECK_VALUE(normal_images.defined() && normal_images.dim() == 4 && normal_images.size(1) == 3,
-                    "NormalityModel.fit: expected (k, 3, H, W) CLIP-normalised normal images, got ",
-                    normal_images.defined() ? normal_images.sizes() : at::IntArrayRef{});
+                    fmt::format("NormalityModel.fit: expected (k, 3, H, W) CLIP-normalised normal images, got {}",
+                                normal_images.defined() ? normal_images.sizes() : at::IntArrayRef{}));
   const int64_t shots = normal_images.size(0);
   const ClipConfig& c = s.model.config();
   const bool need_text = shots == 0 || s.options.text_weight > 0;
@@ -219,10 +228,12 @@ void NormalityModel::fit(const at::Tensor& normal_images) {
   if (c.has_text() && tok) {
     text = at::stack({embed_prompts(s.model, *tok, s.normal_prompts), embed_prompts(s.model, *tok, s.anomaly_prompts)});
   } else {
-    TORCH_CHECK_VALUE(!need_text, "NormalityModel.fit: the semantic branch (text_weight = ", s.options.text_weight,
-                      shots == 0 ? ", zero-shot" : "", ") needs ",
-                      c.has_text() ? "a BPE vocabulary: set the `vocabulary` option (CLIP's bpe_simple_vocab_16e6.txt.gz)"
-                                   : "the CLIP text tower, which this archive lacks or was not loaded");
+    TORCH_CHECK_VALUE(
+        !need_text,
+        fmt::format("NormalityModel.fit: the semantic branch (text_weight = {:g}{}) needs {}", s.options.text_weight,
+                    shots == 0 ? ", zero-shot" : "",
+                    c.has_text() ? "a BPE vocabulary: set the `vocabulary` option (CLIP's bpe_simple_vocab_16e6.txt.gz)"
+                                 : "the CLIP text tower, which this archive lacks or was not loaded"));
   }
 
   NeuronSet neurons;
@@ -313,7 +324,8 @@ struct PatchMaps {
 PatchMaps patch_maps(const NormalityModel::State& s, const at::Tensor& x, bool with_branches, int64_t exclude_first,
                      int64_t batch_size = 0) {
   TORCH_CHECK(s.fitted, "NormalityModel.score: the model is not fitted: call fit(normal_images) first");
-  TORCH_CHECK_VALUE(x.size(0) > 0, "NormalityModel.score: expected a non-empty batch of images, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.size(0) > 0,
+                    fmt::format("NormalityModel.score: expected a non-empty batch of images, got shape {}", x.sizes()));
   const double lambda = s.shots > 0 ? s.options.text_weight : 1.0;
   PatchMaps out;
   for_each_chunk(s, x, [&](const ProbeResult& r, int64_t first) {
@@ -359,7 +371,7 @@ Prediction score_impl(const NormalityModel::State& s, const at::Tensor& x, int64
 // Image files by the one rule of lake::prepare_image, at this model's S and normalisation.
 std::vector<PreparedImage> prepare_files(const NormalityModel::State& s, const std::vector<std::string>& paths,
                                          const char* what) {
-  TORCH_CHECK_VALUE(!paths.empty(), what, ": expected at least one image file, got none");
+  TORCH_CHECK_VALUE(!paths.empty(), fmt::format("{}: expected at least one image file, got none", what));
   const ClipConfig& c = s.model.config();
   std::vector<PreparedImage> out;
   out.reserve(paths.size());
@@ -381,11 +393,13 @@ void set_thresholds_from(NormalityModel::State& s, const at::Tensor& scores, con
 
 void check_calibration(const NormalityModel::State& s, int64_t n, double q, bool leave_one_out) {
   TORCH_CHECK(s.fitted, "NormalityModel.calibrate: the model is not fitted: call fit(normal_images) first");
-  TORCH_CHECK_VALUE(q > 0.0 && q <= 1.0, "NormalityModel.calibrate: quantile must lie in (0, 1], got ", q);
+  TORCH_CHECK_VALUE(q > 0.0 && q <= 1.0,
+                    fmt::format("NormalityModel.calibrate: quantile must lie in (0, 1], got {:g}", q));
   if (leave_one_out) {
-    TORCH_CHECK_VALUE(s.shots > 1 && n == s.shots, "NormalityModel.calibrate: leave_one_out "
-                      "scores the fit images against the others: expected the ", s.shots,
-                      " fit images (and at least 2), got ", n);
+    TORCH_CHECK_VALUE(s.shots > 1 && n == s.shots,
+                      fmt::format("NormalityModel.calibrate: leave_one_out scores the fit images against the others: "
+                                  "expected the {} fit images (and at least 2), got {}",
+                                  s.shots, n));
   }
 }
 
@@ -393,8 +407,9 @@ void check_calibration(const NormalityModel::State& s, int64_t n, double q, bool
 
 Prediction NormalityModel::score(const at::Tensor& images, bool with_branches) const {
   TORCH_CHECK(state_->fitted, "NormalityModel.score: the model is not fitted: call fit(normal_images) first");
-  TORCH_CHECK_VALUE(!images.defined() || images.dim() != 4 || images.size(0) > 0,
-                    "NormalityModel.score: expected a non-empty batch of images, got shape ", images.sizes());
+  TORCH_CHECK_VALUE(
+      !images.defined() || images.dim() != 4 || images.size(0) > 0,
+      fmt::format("NormalityModel.score: expected a non-empty batch of images, got shape {}", images.sizes()));
   const at::Tensor x = to_backbone(images, state_->image_size);
   return score_impl(*state_, x, images.size(2), images.size(3), with_branches, -1);
 }
@@ -414,11 +429,12 @@ void NormalityModel::fit_files(const std::vector<std::string>& paths) {
 Prediction NormalityModel::score_files(const std::vector<std::string>& paths, bool with_branches) const {
   const std::vector<PreparedImage> images = prepare_files(*state_, paths, "NormalityModel.score_files");
   for (size_t i = 1; i < images.size(); ++i) {
-    TORCH_CHECK_VALUE(images[i].height == images[0].height && images[i].width == images[0].width,
-                      "NormalityModel.score_files: the maps come back at each file's resolution and share one "
-                      "(B, H, W) tensor, but '", paths[0], "' is ", images[0].width, "x", images[0].height, " and '",
-                      paths[i], "' is ", images[i].width, "x", images[i].height,
-                      " (width x height): score files of different sizes in separate calls");
+    TORCH_CHECK_VALUE(
+        images[i].height == images[0].height && images[i].width == images[0].width,
+        fmt::format(
+            "NormalityModel.score_files: the maps come back at each file's resolution and share one (B, H, W) tensor, "
+            "but '{}' is {}x{} and '{}' is {}x{} (width x height): score files of different sizes in separate calls",
+            paths[0], images[0].width, images[0].height, paths[i], images[i].width, images[i].height));
   }
   return score_impl(*state_, stack_pixels(images), images[0].height, images[0].width, with_branches, -1);
 }
@@ -426,17 +442,19 @@ Prediction NormalityModel::score_files(const std::vector<std::string>& paths, bo
 std::vector<Prediction> NormalityModel::score_prepared(const std::vector<PreparedImage>& images, bool with_branches,
                                                        int64_t batch_size) const {
   TORCH_CHECK_VALUE(!images.empty(), "NormalityModel.score_prepared: expected at least one prepared image, got none");
-  TORCH_CHECK_VALUE(batch_size >= 0, "NormalityModel.score_prepared: batch_size must be >= 0 (0: the model's ",
-                    state_->options.batch_size, "), got ", batch_size);
+  TORCH_CHECK_VALUE(batch_size >= 0,
+                    fmt::format("NormalityModel.score_prepared: batch_size must be >= 0 (0: the model's {}), got {}",
+                                state_->options.batch_size, batch_size));
   const int64_t S = state_->image_size;
   for (size_t i = 0; i < images.size(); ++i) {
     const at::Tensor& x = images[i].pixels;
-    TORCH_CHECK_VALUE(x.defined() && x.dim() == 3 && x.size(0) == 3 && x.size(1) == S && x.size(2) == S &&
-                          x.scalar_type() == at::kFloat && images[i].height > 0 && images[i].width > 0,
-                      "NormalityModel.score_prepared: image ", i, " expected (3, ", S, ", ", S,
-                      ") float32 pixels from this model's prepare() and a positive height and width, got ",
-                      x.defined() ? x.sizes() : at::IntArrayRef{}, " ", x.defined() ? x.scalar_type() : at::ScalarType::Undefined,
-                      ", ", images[i].height, " x ", images[i].width);
+    TORCH_CHECK_VALUE(
+        x.defined() && x.dim() == 3 && x.size(0) == 3 && x.size(1) == S && x.size(2) == S &&
+            x.scalar_type() == at::kFloat && images[i].height > 0 && images[i].width > 0,
+        fmt::format("NormalityModel.score_prepared: image {} expected (3, {}, {}) float32 pixels from this model's "
+                    "prepare() and a positive height and width, got {} {}, {} x {}",
+                    i, S, S, x.defined() ? x.sizes() : at::IntArrayRef{},
+                    x.defined() ? x.scalar_type() : at::ScalarType::Undefined, images[i].height, images[i].width));
   }
   const PatchMaps p = patch_maps(*state_, stack_pixels(images), with_branches, -1, batch_size);
   std::vector<Prediction> out;
@@ -448,9 +466,10 @@ std::vector<Prediction> NormalityModel::score_prepared(const std::vector<Prepare
 
 void NormalityModel::calibrate(const at::Tensor& normal_images, double q, bool leave_one_out) {
   State& s = *state_;
-  TORCH_CHECK_VALUE(normal_images.defined() && normal_images.dim() == 4 && normal_images.size(0) > 0,
-                    "NormalityModel.calibrate: expected a non-empty (B, 3, H, W) batch of normal images, got ",
-                    normal_images.defined() ? normal_images.sizes() : at::IntArrayRef{});
+  TORCH_CHECK_VALUE(
+      normal_images.defined() && normal_images.dim() == 4 && normal_images.size(0) > 0,
+      fmt::format("NormalityModel.calibrate: expected a non-empty (B, 3, H, W) batch of normal images, got {}",
+                  normal_images.defined() ? normal_images.sizes() : at::IntArrayRef{}));
   check_calibration(s, normal_images.size(0), q, leave_one_out);
   const at::Tensor x = to_backbone(normal_images, s.image_size);
   Prediction p = score_impl(s, x, normal_images.size(2), normal_images.size(3), false, leave_one_out ? 0 : -1);
@@ -479,7 +498,7 @@ std::vector<NeuronDeviation> explain_impl(const NormalityModel::State& s, const 
                                           int64_t top) {
   TORCH_CHECK(s.fitted, "NormalityModel.explain: the model is not fitted: call fit(normal_images) first");
   TORCH_CHECK(s.shots > 0, "NormalityModel.explain: a zero-shot model has no selected neurons to explain");
-  TORCH_CHECK_VALUE(top >= 1, "NormalityModel.explain: top must be >= 1, got ", top);
+  TORCH_CHECK_VALUE(top >= 1, fmt::format("NormalityModel.explain: top must be >= 1, got {}", top));
   ProbeResult r = s.probe(x);
   struct Item {
     size_t layer_pos;
@@ -520,8 +539,8 @@ std::vector<NeuronDeviation> explain_impl(const NormalityModel::State& s, const 
 std::vector<NeuronDeviation> NormalityModel::explain(const at::Tensor& image, int64_t top) const {
   at::Tensor img = image.defined() && image.dim() == 3 ? image.unsqueeze(0) : image;
   TORCH_CHECK_VALUE(img.defined() && img.dim() == 4 && img.size(0) == 1,
-                    "NormalityModel.explain: expected one (3, H, W) or (1, 3, H, W) image, got ",
-                    image.defined() ? image.sizes() : at::IntArrayRef{});
+                    fmt::format("NormalityModel.explain: expected one (3, H, W) or (1, 3, H, W) image, got {}",
+                                image.defined() ? image.sizes() : at::IntArrayRef{}));
   return explain_impl(*state_, to_backbone(img, state_->image_size), img.size(2), img.size(3), top);
 }
 

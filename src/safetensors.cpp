@@ -1,6 +1,7 @@
 // A validating safetensors reader over a memory mapping, and a streaming writer (see
 // detail/safetensors.h).
 
+#include "detail/format.h"
 #include "detail/safetensors.h"
 
 #include "detail/atomic_file.h"
@@ -88,7 +89,7 @@ struct Entry {
 
 Entry parse_entry(const std::string& path, const std::string& name, const json& v, uint64_t data_size) {
   auto bad = [&](const std::string& what) {
-    TORCH_CHECK_VALUE(false, "safetensors file '", path, "': tensor '", name, "' ", what);
+    TORCH_CHECK_VALUE(false, fmt::format("safetensors file '{}': tensor '{}' {}", path, name, what));
   };
   if (!v.is_object()) bad("is not a JSON object in the header");
   Entry e;
@@ -144,41 +145,48 @@ SafetensorsFile read_safetensors(const std::string& path) {
   static_assert(sizeof(void*) == 8, "64-bit only");
   TORCH_CHECK(little_endian(), "safetensors: this reader needs a little-endian machine");
   Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  TORCH_CHECK_VALUE(f.fd >= 0, "safetensors file '", path, "' could not be opened: ", std::strerror(errno));
+  TORCH_CHECK_VALUE(f.fd >= 0,
+                    fmt::format("safetensors file '{}' could not be opened: {}", path, std::strerror(errno)));
   struct stat st {};
-  TORCH_CHECK_VALUE(::fstat(f.fd, &st) == 0 && S_ISREG(st.st_mode), "safetensors file '", path,
-                    "' is not a regular file");
+  TORCH_CHECK_VALUE(::fstat(f.fd, &st) == 0 && S_ISREG(st.st_mode),
+                    fmt::format("safetensors file '{}' is not a regular file", path));
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
-  TORCH_CHECK_VALUE(file_size >= 8, "safetensors file '", path, "' has ", file_size,
-                    " bytes, fewer than its 8-byte header length");
+  TORCH_CHECK_VALUE(
+      file_size >= 8,
+      fmt::format("safetensors file '{}' has {} bytes, fewer than its 8-byte header length", path, file_size));
   auto map = std::make_shared<Mapping>();
   map->size = static_cast<size_t>(file_size);
   // PROT_WRITE with MAP_PRIVATE: pages are copy-on-write, the file is never modified, and a
   // tensor written in place by a caller cannot fault.
   map->data = ::mmap(nullptr, map->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, f.fd, 0);
-  TORCH_CHECK(map->data != MAP_FAILED, "safetensors file '", path, "' could not be memory-mapped: ",
-              std::strerror(errno));
+  TORCH_CHECK(map->data != MAP_FAILED,
+              fmt::format("safetensors file '{}' could not be memory-mapped: {}", path, std::strerror(errno)));
   const auto* bytes = static_cast<const unsigned char*>(map->data);
   const uint64_t n = le64(bytes);
-  TORCH_CHECK_VALUE(n <= file_size - 8, "safetensors file '", path, "' declares a ", n,
-                    "-byte header but the file has only ", file_size - 8, " bytes after the length");
-  TORCH_CHECK_VALUE(n <= limits::kMaxSafetensorsHeaderBytes, "safetensors file '", path, "' declares a ", n,
-                    "-byte header, more than the safetensors header limit of ", limits::kMaxSafetensorsHeaderBytes,
-                    " bytes");
+  TORCH_CHECK_VALUE(
+      n <= file_size - 8,
+      fmt::format("safetensors file '{}' declares a {}-byte header but the file has only {} bytes after the length",
+                  path, n, file_size - 8));
+  TORCH_CHECK_VALUE(
+      n <= limits::kMaxSafetensorsHeaderBytes,
+      fmt::format("safetensors file '{}' declares a {}-byte header, more than the safetensors header limit of {} bytes",
+                  path, n, limits::kMaxSafetensorsHeaderBytes));
   json header;
   try {
     header = json::parse(bytes + 8, bytes + 8 + n);
   } catch (const json::exception& e) {
-    TORCH_CHECK_VALUE(false, "safetensors file '", path, "' has a header that is not valid JSON: ", e.what());
+    TORCH_CHECK_VALUE(false,
+                      fmt::format("safetensors file '{}' has a header that is not valid JSON: {}", path, e.what()));
   }
-  TORCH_CHECK_VALUE(header.is_object(), "safetensors file '", path, "' has a JSON header that is not an object");
+  TORCH_CHECK_VALUE(header.is_object(),
+                    fmt::format("safetensors file '{}' has a JSON header that is not an object", path));
   const uint64_t data_start = 8 + n, data_size = file_size - data_start;
 
   SafetensorsFile out;
   std::vector<Entry> entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
-      TORCH_CHECK_VALUE(it->is_object(), "safetensors file '", path, "': \"__metadata__\" is not an object");
+      TORCH_CHECK_VALUE(it->is_object(), fmt::format("safetensors file '{}': \"__metadata__\" is not an object", path));
       for (auto m = it->begin(); m != it->end(); ++m)
         if (m->is_string()) out.metadata[m.key()] = m->get<std::string>();
       continue;
@@ -194,9 +202,10 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const Entry* prev = nullptr;
   for (const Entry* e : order) {
     if (e->begin == e->end) continue;
-    TORCH_CHECK_VALUE(prev == nullptr || e->begin >= prev->end, "safetensors file '", path, "': tensor '", e->name,
-                      "' (bytes ", e->begin, "..", e->end, ") overlaps tensor '", prev ? prev->name : "", "' (bytes ",
-                      prev ? prev->begin : 0, "..", prev ? prev->end : 0, ")");
+    TORCH_CHECK_VALUE(
+        prev == nullptr || e->begin >= prev->end,
+        fmt::format("safetensors file '{}': tensor '{}' (bytes {}..{}) overlaps tensor '{}' (bytes {}..{})", path,
+                    e->name, e->begin, e->end, prev ? prev->name : "", prev ? prev->begin : 0, prev ? prev->end : 0));
     prev = e;
   }
 
@@ -220,7 +229,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
 void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata, std::optional<c10::ScalarType> dtype,
                        const char* what) {
-  TORCH_CHECK(little_endian(), what, ": the safetensors writer needs a little-endian machine");
+  TORCH_CHECK(little_endian(), fmt::format("{}: the safetensors writer needs a little-endian machine", what));
   // The header from the shapes and the target dtype alone: nothing is converted yet.
   json header = json::object();
   if (!metadata.empty()) {
@@ -230,11 +239,11 @@ void write_safetensors(const std::string& path, const std::map<std::string, at::
   }
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
-    TORCH_CHECK_VALUE(name != "__metadata__", what, ": a tensor cannot be named '__metadata__'");
+    TORCH_CHECK_VALUE(name != "__metadata__", fmt::format("{}: a tensor cannot be named '__metadata__'", what));
     const c10::ScalarType type = dtype ? *dtype : t.scalar_type();
     const DType* dt = find_dtype(type);
-    TORCH_CHECK_VALUE(dt != nullptr, what, ": tensor '", name, "' has dtype ", type,
-                      ", which safetensors cannot store");
+    TORCH_CHECK_VALUE(dt != nullptr,
+                      fmt::format("{}: tensor '{}' has dtype {}, which safetensors cannot store", what, name, type));
     const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * dt->size;
     header[name] = {{"dtype", dt->name}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;
@@ -243,7 +252,7 @@ void write_safetensors(const std::string& path, const std::map<std::string, at::
   try {
     text = header.dump(-1, ' ', false, json::error_handler_t::strict);
   } catch (const json::exception& e) {
-    TORCH_CHECK_VALUE(false, what, ": a tensor name or metadata value is not valid UTF-8: ", e.what());
+    TORCH_CHECK_VALUE(false, fmt::format("{}: a tensor name or metadata value is not valid UTF-8: {}", what, e.what()));
   }
   text.append((8 - text.size() % 8) % 8, ' ');  // the data area starts 8-byte aligned
   unsigned char length[8];

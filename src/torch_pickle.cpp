@@ -1,6 +1,7 @@
 // A small, code-free pickle reader for torch.save zip files and TorchScript archives
 // (see detail/torch_pickle.h); every size it reads is checked against detail/limits.h.
 
+#include "detail/format.h"
 #include "detail/torch_pickle.h"
 
 #include "detail/limits.h"
@@ -37,7 +38,7 @@ class ZipCheck {
 
   void run() {
     struct stat st;
-    TORCH_CHECK(::stat(path_.c_str(), &st) == 0 && in_.good(), who_, " could not be opened for reading");
+    TORCH_CHECK(::stat(path_.c_str(), &st) == 0 && in_.good(), fmt::format("{} could not be opened for reading", who_));
     size_ = static_cast<uint64_t>(st.st_size);
     // End of central directory: 22 bytes + a comment of up to 65535, at the end of the file.
     const uint64_t tail_n = std::min<uint64_t>(size_, 22 + 65535);
@@ -66,8 +67,9 @@ class ZipCheck {
       cd_offset = le_at(rec.data() + 48, 8);
     }
     corrupt_if(cd_offset > size_ || cd_size > size_ - cd_offset, "a central directory outside the file");
-    TORCH_CHECK_VALUE(entries <= limits::kMaxZipEntries, who_, "'s zip directory lists ", entries,
-                      " records, more than the limit of ", limits::kMaxZipEntries, " zip records");
+    TORCH_CHECK_VALUE(entries <= limits::kMaxZipEntries,
+                      fmt::format("{}'s zip directory lists {} records, more than the limit of {} zip records", who_,
+                                  entries, limits::kMaxZipEntries));
     const std::string cd = read_at(cd_offset, cd_size);
     size_t pos = 0;
     uint64_t claimed = 0, inflated = 0;
@@ -87,7 +89,7 @@ class ZipCheck {
 
  private:
   void corrupt_if(bool bad, const char* detail) {
-    TORCH_CHECK(!bad, who_, " is not a readable zip archive (truncated or corrupted?): ", detail);
+    TORCH_CHECK(!bad, fmt::format("{} is not a readable zip archive (truncated or corrupted?): {}", who_, detail));
   }
 
   std::string read_at(uint64_t offset, uint64_t n) {
@@ -120,28 +122,38 @@ class ZipCheck {
   void check_entry(const std::string& name, uint64_t method, uint64_t comp, uint64_t uncomp, uint64_t offset,
                    uint64_t& claimed, uint64_t& inflated) {
     if (method == 0) {  // stored: its bytes are in the file
-      TORCH_CHECK_VALUE(uncomp <= size_ && uncomp <= limits::kMaxZipRecordBytes, who_, ": zip record '", name,
-                        "' claims ", uncomp, " bytes, more than the zip record size limit (the file's own ", size_,
-                        " bytes, at most ", limits::kMaxZipRecordBytes, ")");
+      TORCH_CHECK_VALUE(uncomp <= size_ && uncomp <= limits::kMaxZipRecordBytes,
+                        fmt::format("{}: zip record '{}' claims {} bytes, more than the zip record size limit (the "
+                                    "file's own {} bytes, at most {})",
+                                    who_, name, uncomp, size_, limits::kMaxZipRecordBytes));
       corrupt_if(comp != uncomp, "a stored record whose sizes disagree");
     } else if (method == 8) {  // deflate: TorchScript's code records
-      TORCH_CHECK_VALUE(uncomp <= limits::kMaxDecompressedRecordBytes, who_, ": zip record '", name,
-                        "' decompresses to ", uncomp, " bytes, more than the decompressed record size limit of ",
-                        limits::kMaxDecompressedRecordBytes, " bytes");
+      TORCH_CHECK_VALUE(
+          uncomp <= limits::kMaxDecompressedRecordBytes,
+          fmt::format(
+              "{}: zip record '{}' decompresses to {} bytes, more than the decompressed record size limit of {} bytes",
+              who_, name, uncomp, limits::kMaxDecompressedRecordBytes));
       inflated += uncomp;
-      TORCH_CHECK_VALUE(inflated <= limits::kMaxDecompressedTotalBytes, who_,
-                        ": the compressed zip records decompress to more than the total decompressed size limit of ",
-                        limits::kMaxDecompressedTotalBytes, " bytes");
+      TORCH_CHECK_VALUE(
+          inflated <= limits::kMaxDecompressedTotalBytes,
+          fmt::format(
+              "{}: the compressed zip records decompress to more than the total decompressed size limit of {} bytes",
+              who_, limits::kMaxDecompressedTotalBytes));
     } else {
-      TORCH_CHECK(false, who_, ": zip record '", name, "' uses compression method ", method,
-                  "; PyTorch archives use stored (0) or deflate (8) records");
+      TORCH_CHECK(
+          false,
+          fmt::format(
+              "{}: zip record '{}' uses compression method {}; PyTorch archives use stored (0) or deflate (8) records",
+              who_, name, method));
     }
     // A local header (30 bytes + the name) and the data, inside the file; records do not overlap.
     const uint64_t span = 30 + name.size() + comp;
     corrupt_if(offset > size_ || size_ - offset < span, "a record that lies outside the file");
     claimed += span;
-    TORCH_CHECK_VALUE(claimed <= size_, who_, ": the zip records claim more bytes than the file's ", size_,
-                      " (overlapping records; each byte of a record must be the file's own)");
+    TORCH_CHECK_VALUE(claimed <= size_,
+                      fmt::format("{}: the zip records claim more bytes than the file's {} (overlapping records; each "
+                                  "byte of a record must be the file's own)",
+                                  who_, size_));
   }
 
   const std::string& path_;
@@ -158,23 +170,23 @@ std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_torch_zip(const std
   try {
     return std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, what.empty() ? "" : what + " ", "'", path,
-                "' is not a readable zip archive (truncated or corrupted?): ", e.what_without_backtrace());
+    TORCH_CHECK(false, fmt::format("{}'{}' is not a readable zip archive (truncated or corrupted?): {}",
+                                   what.empty() ? "" : what + " ", path, e.what_without_backtrace()));
   }
 }
 
 std::string read_zip_record(caffe2::serialize::PyTorchStreamReader& zip, const std::string& path,
                             const std::string& name, uint64_t limit, const char* limit_name) {
-  TORCH_CHECK(zip.hasRecord(name), "'", path, "': zip record '", name, "' is missing");
+  TORCH_CHECK(zip.hasRecord(name), fmt::format("'{}': zip record '{}' is missing", path, name));
   const size_t n = zip.getRecordSize(name);
-  TORCH_CHECK_VALUE(n <= limit, "'", path, "': zip record '", name, "' holds ", n, " bytes, more than the ",
-                    limit_name, " limit of ", limit, " bytes");
+  TORCH_CHECK_VALUE(n <= limit, fmt::format("'{}': zip record '{}' holds {} bytes, more than the {} limit of {} bytes",
+                                            path, name, n, limit_name, limit));
   std::string out(n, '\0');
   try {
     if (n) zip.getRecord(name, &out[0], n);
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "'", path, "': zip record '", name, "' could not be read (truncated file?): ",
-                e.what_without_backtrace());
+    TORCH_CHECK(false, fmt::format("'{}': zip record '{}' could not be read (truncated file?): {}", path, name,
+                                   e.what_without_backtrace()));
   }
   return out;
 }
@@ -197,7 +209,7 @@ c10::ScalarType storage_dtype(const std::string& global, const std::string& path
       {"torch.ShortStorage", at::kShort},    {"torch.CharStorage", at::kChar},
       {"torch.ByteStorage", at::kByte},      {"torch.BoolStorage", at::kBool}};
   auto it = types.find(global);
-  TORCH_CHECK(it != types.end(), "'", path, "': unsupported tensor storage type ", global);
+  TORCH_CHECK(it != types.end(), fmt::format("'{}': unsupported tensor storage type {}", path, global));
   return it->second;
 }
 
@@ -214,7 +226,7 @@ class Reader {
         case 0x80: u8(); break;              // PROTO
         case 0x95: bytes(8); break;          // FRAME
         case '.': {                          // STOP
-          TORCH_CHECK(!stack_.empty(), "'", path_, "': empty pickle");
+          TORCH_CHECK(!stack_.empty(), fmt::format("'{}': empty pickle", path_));
           return stack_.back();
         }
         case '(': count(); marks_.push_back(stack_.size()); break;
@@ -293,15 +305,15 @@ class Reader {
         case 'j': push(memo(le(4))); break;
         case 'Q': push(persistent(pop())); break;
         default:
-          TORCH_CHECK(false, "'", path_, "': unsupported pickle opcode 0x", std::hex, static_cast<int>(op),
-                      " at byte ", std::dec, pos_ - 1, " of ", pickle_);
+          TORCH_CHECK(false, fmt::format("'{}': unsupported pickle opcode 0x{:x} at byte {} of {}", path_,
+                                         static_cast<int>(op), pos_ - 1, pickle_));
       }
     }
   }
 
  private:
   uint8_t u8() {
-    TORCH_CHECK(pos_ < data_.size(), "'", path_, "': the pickle ends early (truncated file?)");
+    TORCH_CHECK(pos_ < data_.size(), fmt::format("'{}': the pickle ends early (truncated file?)", path_));
     return static_cast<uint8_t>(data_[pos_++]);
   }
   uint64_t le(int n) {
@@ -310,30 +322,30 @@ class Reader {
     return v;
   }
   std::string bytes(uint64_t n) {
-    TORCH_CHECK(n <= data_.size() - pos_, "'", path_, "': the pickle ends early (truncated file?)");
+    TORCH_CHECK(n <= data_.size() - pos_, fmt::format("'{}': the pickle ends early (truncated file?)", path_));
     std::string s = data_.substr(pos_, n);
     pos_ += n;
     return s;
   }
   std::string line() {
     auto end = data_.find('\n', pos_);
-    TORCH_CHECK(end != std::string::npos, "'", path_, "': the pickle ends early (truncated file?)");
+    TORCH_CHECK(end != std::string::npos, fmt::format("'{}': the pickle ends early (truncated file?)", path_));
     std::string s = data_.substr(pos_, end - pos_);
     pos_ = end + 1;
     return s;
   }
   // Every value pushed (and every MARK) counts against the element limit.
   void count() {
-    TORCH_CHECK_VALUE(++elements_ <= limits::kMaxPickleElements, "'", path_, "' (", pickle_,
-                      "): the pickle pushes more than the pickle element limit of ", limits::kMaxPickleElements,
-                      " values");
+    TORCH_CHECK_VALUE(++elements_ <= limits::kMaxPickleElements,
+                      fmt::format("'{}' ({}): the pickle pushes more than the pickle element limit of {} values", path_,
+                                  pickle_, limits::kMaxPickleElements));
   }
   void push(PyValuePtr v) {
     count();
     stack_.push_back(std::move(v));
   }
   PyValuePtr& top() {
-    TORCH_CHECK(!stack_.empty(), "'", path_, "': malformed pickle (stack underflow)");
+    TORCH_CHECK(!stack_.empty(), fmt::format("'{}': malformed pickle (stack underflow)", path_));
     return stack_.back();
   }
   // A value leaves the stack only to be placed inside another (or dropped): from then on it
@@ -345,7 +357,8 @@ class Reader {
     return v;
   }
   std::vector<PyValuePtr> pop_mark() {
-    TORCH_CHECK(!marks_.empty() && marks_.back() <= stack_.size(), "'", path_, "': malformed pickle (no mark)");
+    TORCH_CHECK(!marks_.empty() && marks_.back() <= stack_.size(),
+                fmt::format("'{}': malformed pickle (no mark)", path_));
     std::vector<PyValuePtr> xs(stack_.begin() + static_cast<std::ptrdiff_t>(marks_.back()), stack_.end());
     stack_.resize(marks_.back());
     marks_.pop_back();
@@ -355,15 +368,17 @@ class Reader {
   // The value on top of the stack, which `op` modifies.
   PyValue& target(const char* op) {
     PyValue& t = *top();
-    TORCH_CHECK_VALUE(!t.sealed, "'", path_, "' (", pickle_, "): the pickle modifies a value (", op,
-                      ") after placing it inside another, as a reference cycle does; LAKE's reader refuses cycles");
+    TORCH_CHECK_VALUE(!t.sealed, fmt::format("'{}' ({}): the pickle modifies a value ({}) after placing it inside "
+                                             "another, as a reference cycle does; LAKE's reader refuses cycles",
+                                             path_, pickle_, op));
     return t;
   }
   void adopt(PyValue& parent, const PyValuePtr& child) {
     parent.depth = std::max(parent.depth, child->depth + 1);
-    TORCH_CHECK_VALUE(parent.depth <= limits::kMaxPickleDepth, "'", path_, "' (", pickle_,
-                      "): the pickle nests values more than the pickle nesting depth limit of ",
-                      limits::kMaxPickleDepth, " deep");
+    TORCH_CHECK_VALUE(
+        parent.depth <= limits::kMaxPickleDepth,
+        fmt::format("'{}' ({}): the pickle nests values more than the pickle nesting depth limit of {} deep", path_,
+                    pickle_, limits::kMaxPickleDepth));
   }
   PyValuePtr sequence(Kind k, std::vector<PyValuePtr> xs) {
     auto v = make(k);
@@ -372,14 +387,14 @@ class Reader {
     return v;
   }
   void put(uint64_t k) {
-    TORCH_CHECK_VALUE(memo_.count(k) || static_cast<int64_t>(memo_.size()) < limits::kMaxPickleMemo, "'", path_,
-                      "' (", pickle_, "): the pickle's memo grows past the pickle memo limit of ",
-                      limits::kMaxPickleMemo, " entries");
+    TORCH_CHECK_VALUE(memo_.count(k) || static_cast<int64_t>(memo_.size()) < limits::kMaxPickleMemo,
+                      fmt::format("'{}' ({}): the pickle's memo grows past the pickle memo limit of {} entries", path_,
+                                  pickle_, limits::kMaxPickleMemo));
     memo_[k] = top();
   }
   PyValuePtr memo(uint64_t k) {
     auto it = memo_.find(k);
-    TORCH_CHECK(it != memo_.end(), "'", path_, "': malformed pickle (memo ", k, " unset)");
+    TORCH_CHECK(it != memo_.end(), fmt::format("'{}': malformed pickle (memo {} unset)", path_, k));
     return it->second;
   }
   void push_int(int64_t i) { auto v = make(Kind::Int); v->i = i; push(v); }
@@ -405,15 +420,16 @@ class Reader {
     return v;
   }
   const PyValuePtr& arg(const PyValuePtr& args, size_t k, const char* fn) {
-    TORCH_CHECK(args->kind == Kind::Tuple && args->items.size() > k, "'", path_, "': malformed call to ", fn);
+    TORCH_CHECK(args->kind == Kind::Tuple && args->items.size() > k,
+                fmt::format("'{}': malformed call to {}", path_, fn));
     return args->items[k];
   }
   std::vector<int64_t> ints(const PyValuePtr& t, const char* what) {
-    TORCH_CHECK(t->kind == Kind::Tuple || t->kind == Kind::List, "'", path_, "': a tensor's ", what,
-                " is not a tuple");
+    TORCH_CHECK(t->kind == Kind::Tuple || t->kind == Kind::List,
+                fmt::format("'{}': a tensor's {} is not a tuple", path_, what));
     std::vector<int64_t> out;
     for (const auto& x : t->items) {
-      TORCH_CHECK(x->kind == Kind::Int, "'", path_, "': a tensor's ", what, " holds a non-integer");
+      TORCH_CHECK(x->kind == Kind::Int, fmt::format("'{}': a tensor's {} holds a non-integer", path_, what));
       out.push_back(x->i);
     }
     return out;
@@ -425,40 +441,45 @@ class Reader {
   // All checked before the view is made.
   at::Tensor tensor_view(const at::Tensor& storage, const PyValuePtr& offset_v, const PyValuePtr& sizes_v,
                          const PyValuePtr& strides_v) {
-    TORCH_CHECK(offset_v->kind == Kind::Int, "'", path_, "': a tensor's storage offset is not an integer");
+    TORCH_CHECK(offset_v->kind == Kind::Int, fmt::format("'{}': a tensor's storage offset is not an integer", path_));
     const int64_t offset = offset_v->i;
     const std::vector<int64_t> sizes = ints(sizes_v, "size"), strides = ints(strides_v, "stride");
-    auto shape = [&] { return c10::str("sizes ", at::IntArrayRef(sizes), ", strides ", at::IntArrayRef(strides),
-                                       ", offset ", offset); };
-    TORCH_CHECK(sizes.size() == strides.size(), "'", path_, "': a tensor has ", shape(),
-                ": expected as many sizes as strides");
-    TORCH_CHECK(offset >= 0, "'", path_, "': a tensor has ", shape(), ": expected a non-negative offset");
+    auto shape = [&] {
+      return fmt::format("sizes {}, strides {}, offset {}", at::IntArrayRef(sizes), at::IntArrayRef(strides), offset);
+    };
+    TORCH_CHECK(sizes.size() == strides.size(),
+                fmt::format("'{}': a tensor has {}: expected as many sizes as strides", path_, shape()));
+    TORCH_CHECK(offset >= 0, fmt::format("'{}': a tensor has {}: expected a non-negative offset", path_, shape()));
     const int64_t storage_numel = storage.numel();
     bool empty = false;
     int64_t last = offset;  // the largest element index the tensor reaches
     int64_t numel = 1;
     bool numel_overflows = false;
     for (size_t d = 0; d < sizes.size(); ++d) {
-      TORCH_CHECK(sizes[d] >= 0 && strides[d] >= 0, "'", path_, "': a tensor has ", shape(),
-                  ": expected non-negative sizes and strides");
+      TORCH_CHECK(sizes[d] >= 0 && strides[d] >= 0,
+                  fmt::format("'{}': a tensor has {}: expected non-negative sizes and strides", path_, shape()));
       if (sizes[d] == 0) empty = true;
       numel_overflows = numel_overflows || __builtin_mul_overflow(numel, sizes[d], &numel);
       int64_t reach = 0;
       if (sizes[d] > 0) {
-        TORCH_CHECK_VALUE(!__builtin_mul_overflow(sizes[d] - 1, strides[d], &reach) &&
-                              !__builtin_add_overflow(last, reach, &last),
-                          "'", path_, "': a tensor has ", shape(), ", which overflows");
+        TORCH_CHECK_VALUE(
+            !__builtin_mul_overflow(sizes[d] - 1, strides[d], &reach) && !__builtin_add_overflow(last, reach, &last),
+            fmt::format("'{}': a tensor has {}, which overflows", path_, shape()));
       }
     }
-    TORCH_CHECK_VALUE(empty || last < storage_numel, "'", path_, "': a tensor has ", shape(),
-                      " but its storage holds ", storage_numel,
-                      " elements: it reaches past its storage (corrupted?)");
-    TORCH_CHECK_VALUE(!empty || offset <= storage_numel, "'", path_, "': a tensor has ", shape(),
-                      " but its storage holds ", storage_numel, " elements");
-    TORCH_CHECK_VALUE(empty || (!numel_overflows && numel <= storage_numel), "'", path_, "': a tensor has ",
-                      shape(), " (", numel_overflows ? "more than 2^63" : std::to_string(numel),
-                      " elements) but its storage holds ", storage_numel,
-                      ": more elements than the storage, beyond the tensor-vs-storage limit");
+    TORCH_CHECK_VALUE(
+        empty || last < storage_numel,
+        fmt::format("'{}': a tensor has {} but its storage holds {} elements: it reaches past its storage (corrupted?)",
+                    path_, shape(), storage_numel));
+    TORCH_CHECK_VALUE(
+        !empty || offset <= storage_numel,
+        fmt::format("'{}': a tensor has {} but its storage holds {} elements", path_, shape(), storage_numel));
+    TORCH_CHECK_VALUE(
+        empty || (!numel_overflows && numel <= storage_numel),
+        fmt::format("'{}': a tensor has {} ({} elements) but its storage holds {}: more elements than the storage, "
+                    "beyond the tensor-vs-storage limit",
+                    path_, shape(), numel_overflows ? std::string("more than 2^63") : fmt::format("{}", numel),
+                    storage_numel));
     return at::empty({0}, storage.options()).set_(storage.storage(), offset, sizes, strides);
   }
 
@@ -467,7 +488,7 @@ class Reader {
     if (f == "collections.OrderedDict" || f == "builtins.dict") return make(Kind::Dict);
     if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor") {
       const auto& st = arg(args, 0, f.c_str());
-      TORCH_CHECK(st->kind == Kind::Storage, "'", path_, "': tensor without storage");
+      TORCH_CHECK(st->kind == Kind::Storage, fmt::format("'{}': tensor without storage", path_));
       auto v = make(Kind::Tensor);
       v->tensor = tensor_view(st->tensor, arg(args, 1, f.c_str()), arg(args, 2, f.c_str()), arg(args, 3, f.c_str()));
       return v;
@@ -491,24 +512,25 @@ class Reader {
     // ('storage', storage_type, key, location, numel); the location is ignored (read to the CPU)
     TORCH_CHECK(pid->kind == Kind::Tuple && pid->items.size() >= 5 && pid->items[0]->s == "storage" &&
                     pid->items[2]->kind == Kind::Str,
-                "'", path_, "': unsupported persistent id in pickle");
+                fmt::format("'{}': unsupported persistent id in pickle", path_));
     const std::string key = pid->items[2]->s;
     auto it = storages_.find(key);
     if (it != storages_.end()) return it->second;
     const c10::ScalarType dtype = storage_dtype(pid->items[1]->s, path_);
-    TORCH_CHECK(pid->items[4]->kind == Kind::Int && pid->items[4]->i >= 0, "'", path_, "': a storage claims ",
-                pid->items[4]->i, " elements");
+    TORCH_CHECK(pid->items[4]->kind == Kind::Int && pid->items[4]->i >= 0,
+                fmt::format("'{}': a storage claims {} elements", path_, pid->items[4]->i));
     const int64_t numel = pid->items[4]->i;
     const std::string record = data_dir_ + key;
-    TORCH_CHECK(zip_.hasRecord(record), "'", path_, "': tensor data record '", record, "' is missing");
+    TORCH_CHECK(zip_.hasRecord(record), fmt::format("'{}': tensor data record '{}' is missing", path_, record));
     // The storage is allocated at its record's size (checked against the file when the zip
     // was opened), never at the size the pickle claims.
     const size_t size = zip_.getRecordSize(record);
     const size_t elem = c10::elementSize(dtype);
     size_t need = 0;
-    TORCH_CHECK_VALUE(!__builtin_mul_overflow(static_cast<size_t>(numel), elem, &need) && size >= need, "'", path_,
-                      "': a storage claims ", numel, " elements of ", elem, " bytes but its data record '", record,
-                      "' holds ", size, " bytes");
+    TORCH_CHECK_VALUE(
+        !__builtin_mul_overflow(static_cast<size_t>(numel), elem, &need) && size >= need,
+        fmt::format("'{}': a storage claims {} elements of {} bytes but its data record '{}' holds {} bytes", path_,
+                    numel, elem, record, size));
     auto v = make(Kind::Storage);
     v->tensor = at::empty({numel}, at::TensorOptions().dtype(dtype));
     try {
@@ -522,8 +544,8 @@ class Reader {
     } catch (const c10::ValueError&) {
       throw;
     } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "'", path_, "': tensor data record '", record, "' could not be read (truncated file?): ",
-                  e.what_without_backtrace());
+      TORCH_CHECK(false, fmt::format("'{}': tensor data record '{}' could not be read (truncated file?): {}", path_,
+                                     record, e.what_without_backtrace()));
     }
     storages_[key] = v;
     return v;
@@ -548,7 +570,8 @@ PyValuePtr read_pickle_record(const std::string& path, caffe2::serialize::PyTorc
                               const std::string& pickle, const std::string& data_dir) {
   if (zip.hasRecord("byteorder")) {
     const std::string order = read_zip_record(zip, path, "byteorder", limits::kMaxCodeRecordBytes, "code record size");
-    TORCH_CHECK(order == "little", "'", path, "' was saved on a big-endian machine; LAKE reads little-endian files");
+    TORCH_CHECK(order == "little",
+                fmt::format("'{}' was saved on a big-endian machine; LAKE reads little-endian files", path));
   }
   const std::string pkl = read_zip_record(zip, path, pickle, limits::kMaxPickleBytes, "pickle record size");
   return Reader(path, zip, pkl, pickle, data_dir).run();
@@ -556,7 +579,8 @@ PyValuePtr read_pickle_record(const std::string& path, caffe2::serialize::PyTorc
 
 PyValuePtr read_torch_save(const std::string& path) {
   auto zip = open_torch_zip(path, "");
-  TORCH_CHECK(zip->hasRecord("data.pkl"), "'", path, "' is a zip file without data.pkl: not a torch.save file");
+  TORCH_CHECK(zip->hasRecord("data.pkl"),
+              fmt::format("'{}' is a zip file without data.pkl: not a torch.save file", path));
   return read_pickle_record(path, *zip, "data.pkl", "data/");
 }
 

@@ -7,7 +7,10 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <iterator>
+#include <string>
+
+#include "detail/format.h"
 
 namespace lake::detail {
 
@@ -15,15 +18,14 @@ namespace lake::detail {
 /// c10::ValueError naming the file.
 inline nlohmann::json read_json_object(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
-  TORCH_CHECK_VALUE(in.good(), "'", file.string(), "' could not be opened for reading");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  TORCH_CHECK_VALUE(in.good(), fmt::format("'{}' could not be opened for reading", file.string()));
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   try {
-    nlohmann::json j = nlohmann::json::parse(ss.str());
-    TORCH_CHECK_VALUE(j.is_object(), "'", file.string(), "' is not a JSON object");
+    nlohmann::json j = nlohmann::json::parse(text);
+    TORCH_CHECK_VALUE(j.is_object(), fmt::format("'{}' is not a JSON object", file.string()));
     return j;
   } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK_VALUE(false, "'", file.string(), "' is not valid JSON: ", e.what());
+    TORCH_CHECK_VALUE(false, fmt::format("'{}' is not valid JSON: {}", file.string(), e.what()));
   }
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "detail/format.h"
 #include "lake/normality_model.h"
 
 namespace lake::normality_io_detail {
@@ -52,7 +53,7 @@ auto parse_exact(const std::string& path, const std::string& field, const std::s
     if (to_str(v) == s) return v;
   } catch (const c10::Error&) {
   }
-  bad(path, c10::str("field '", field, "' is '", s, "', not a value this LAKE writes"));
+  bad(path, fmt::format("field '{}' is '{}', not a value this LAKE writes", field, s));
 }
 
 // The method options both versions store the same way, read by either version's field reader
