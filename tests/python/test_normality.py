@@ -109,7 +109,7 @@ def test_save_load_roundtrip(clip, fitted, tmp_path):
     assert torch.equal(a.anomaly_map, b.anomaly_map) and torch.equal(a.pred_label, b.pred_label)
     assert back.image_threshold == fitted.image_threshold and back.layers == fitted.layers
     for n1, n2 in zip(fitted.neurons, back.neurons):
-        assert torch.equal(n1["indices"], n2["indices"]) and torch.equal(n1["std"], n2["std"])
+        assert torch.equal(n1.indices, n2.indices) and torch.equal(n1.std, n2.std)
     # The file (format version 2: safetensors + a JSON header) is inspectable without a
     # backbone, and without running code from it.
     raw = pylake.read_model_file(path)

@@ -99,7 +99,7 @@ def test_v2_round_trip_is_bitwise(clip, fitted, saved):
     assert (back.layers, back.image_size, back.semantic_layer, back.shots) == \
         (fitted.layers, fitted.image_size, fitted.semantic_layer, fitted.shots)
     ea, eb = fitted.explain(x[0], 5), back.explain(x[0], 5)
-    assert [(e["layer"], e["channel"], e["deviation"]) for e in ea] == [(e["layer"], e["channel"], e["deviation"]) for e in eb]
+    assert [(e.layer, e.channel, e.deviation) for e in ea] == [(e.layer, e.channel, e.deviation) for e in eb]
 
     # The file is a standard safetensors file (read here without LAKE) whose one metadata
     # entry is the JSON header; read_model_file gives the same tensors.
@@ -112,7 +112,8 @@ def test_v2_round_trip_is_bitwise(clip, fitted, saved):
     assert raw["backbone_fingerprint"] == header["backbone"]["weights_fingerprint"]
     for i, n in enumerate(fitted.neurons):
         for k in ("indices", "scores", "mean", "std"):
-            assert torch.equal(raw["neurons"][i][k], n[k]) and torch.equal(tensors[f"neurons.{i}.{k}"], n[k])
+            want = getattr(n, k)
+            assert torch.equal(raw["neurons"][i][k], want) and torch.equal(tensors[f"neurons.{i}.{k}"], want)
         assert torch.equal(raw["galleries"][i], fitted.galleries[i])
     assert torch.equal(raw["text_embeddings"], fitted.text_embeddings)
 

@@ -42,7 +42,7 @@ def build(lib_clip, ref_clip, normal, **options):
     ref = R.ReferenceLAKE(ref_clip, **{k: v for k, v in options.items() if k in REF_OPTIONS})
     indices = None
     if options.get("score") == "random" and normal.shape[0] > 0:
-        indices = [torch.as_tensor(n["indices"]) for n in lib.neurons]
+        indices = [torch.as_tensor(n.indices) for n in lib.neurons]
     ref.fit(normal, indices=indices)
     return lib, ref
 
@@ -66,18 +66,18 @@ def assert_same_model(lib, ref, random_score=False):
     close(te, ref.text)
     assert len(lib.neurons) == len(ref.neurons)
     for got, want in zip(lib.neurons, ref.neurons):
-        assert got["layer"] == want["layer"]
-        idx = torch.as_tensor(got["indices"])
+        assert got.layer == want["layer"]
+        idx = torch.as_tensor(got.indices)
         assert idx.dtype == torch.int64
-        assert torch.equal(idx, want["indices"]), (got["layer"], idx.tolist(), want["indices"].tolist())
+        assert torch.equal(idx, want["indices"]), (got.layer, idx.tolist(), want["indices"].tolist())
         for key in ("scores", "mean", "std"):
             assert torch.as_tensor(got[key]).dtype == torch.float64, key
         if not random_score:
             # relative for large scores (cv = std / |mean| can be huge)
-            s, w = torch.as_tensor(got["scores"]), want["scores"]
+            s, w = torch.as_tensor(got.scores), want["scores"]
             assert ((s - w).abs() <= TOL * w.abs().clamp_min(1.0)).all(), (s, w)
-        close(got["mean"], want["mean"])
-        close(got["std"], want["std"])
+        close(got.mean, want["mean"])
+        close(got.std, want["std"])
     assert len(lib.galleries) == len(ref.galleries)
     for got, want in zip(lib.galleries, ref.galleries):
         assert got.dtype == torch.float32
@@ -104,7 +104,7 @@ def test_default_options(lib_clip, tiny_openclip, shots):
     normal = images(shots, seed=60 + shots)
     lib, ref = build(lib_clip, tiny_openclip, normal, class_name="grid")
     assert list(lib.layers) == [1, 2, 3] and lib.image_size == 32 and lib.semantic_layer == 3
-    assert all(len(n["indices"]) == 100 for n in lib.neurons)
+    assert all(len(n.indices) == 100 for n in lib.neurons)
     assert all(g.shape == (shots * 16, 100) for g in lib.galleries)
     assert lib.text_embeddings.shape == (2, 64)
     assert_same_model(lib, ref)
@@ -197,7 +197,7 @@ def dead_unit_models(tmp_path_factory, tiny_openclip):
 def test_top_k_ties_break_by_lower_index(dead_unit_models, score):
     lib_clip_d, ref_clip_d = dead_unit_models
     lib, ref = build(lib_clip_d, ref_clip_d, NORMAL3, k=20, kind="mlp", layers=[1, 2], score=score)
-    idx = {n["layer"]: torch.as_tensor(n["indices"]).tolist() for n in lib.neurons}
+    idx = {n.layer: torch.as_tensor(n.indices).tolist() for n in lib.neurons}
     assert idx[1] == list(range(8)) + list(range(500, 512))
     assert idx[2] == list(range(10)) + list(range(100, 110))
     assert_same_model(lib, ref)
@@ -211,11 +211,11 @@ def test_explain_ties_break_by_layer_then_channel(dead_unit_models):
     got = lib.explain(image, top=40)
     want = ref.explain(image, top=None)
     assert len(got) == 40
-    zero = [(int(g["layer"]), int(g["channel"])) for g in got if float(g["deviation"]) == 0.0]
+    zero = [(int(g.layer), int(g.channel)) for g in got if float(g.deviation) == 0.0]
     assert zero == [(1, c) for c in range(8)] + [(2, c) for c in (0, 1, 2, 4, 5, 6, 8, 9)]
     assert zero == [(w["layer"], w["channel"]) for w in want if w["deviation"] == 0.0]
     for g in got[-16:]:
-        assert torch.all(g["map"] == 0)
+        assert torch.all(g.map == 0)
 
 
 # --------------------------------------------------------------------------
@@ -232,18 +232,18 @@ def test_explain(lib_clip, tiny_openclip, kind):
         by_key = {(e["layer"], e["channel"]): e for e in every}
         assert len(got) == 10
         # the deviations are the reference's 10 largest, in descending order
-        devs = [float(g["deviation"]) for g in got]
+        devs = [float(g.deviation) for g in got]
         assert devs == sorted(devs, reverse=True)
         close(torch.tensor(devs, dtype=torch.float64),
               torch.tensor([e["deviation"] for e in every[:10]], dtype=torch.float64))
         for g in got:
-            want = by_key[(int(g["layer"]), int(g["channel"]))]
-            assert abs(float(g["deviation"]) - want["deviation"]) <= TOL
-            assert g["map"].shape == (H, W)
-            close(g["map"], want["map"])
+            want = by_key[(int(g.layer), int(g.channel))]
+            assert abs(float(g.deviation) - want["deviation"]) <= TOL
+            assert g.map.shape == (H, W)
+            close(g.map, want["map"])
     # 'top' larger than 10 gives the same head
-    assert [(e["layer"], e["channel"]) for e in lib.explain(images(1, seed=56)[0], top=20)][:10] == \
-           [(e["layer"], e["channel"]) for e in lib.explain(images(1, seed=56)[0], top=10)]
+    assert [(e.layer, e.channel) for e in lib.explain(images(1, seed=56)[0], top=20)][:10] == \
+           [(e.layer, e.channel) for e in lib.explain(images(1, seed=56)[0], top=10)]
 
 
 def test_calibrate_held_out(lib_clip, tiny_openclip):
@@ -321,7 +321,7 @@ def test_batched_backbone_agrees_with_one_image_at_a_time(lib_clip, tmp_path):
     many = pylake.NormalityModel(lib_clip, k=16, batch_size=3)
     many.fit(normal)
     for a, b in zip(one.neurons, many.neurons):
-        assert torch.equal(torch.as_tensor(a["indices"]), torch.as_tensor(b["indices"]))
+        assert torch.equal(torch.as_tensor(a.indices), torch.as_tensor(b.indices))
     for g1, g2 in zip(one.galleries, many.galleries):
         assert max_err(g1, g2) < 1e-5
     p1, p3 = one.score(test, with_branches=True), many.score(test, with_branches=True)
@@ -384,7 +384,7 @@ def test_two_threads_share_one_fitted_model(lib_clip):
 def _random_sets(lib_clip, normal, seed, kind="residual", k=16):
     m = pylake.NormalityModel(lib_clip, k=k, score="random", seed=seed, kind=kind)
     m.fit(normal)
-    return [torch.as_tensor(n["indices"]) for n in m.neurons]
+    return [torch.as_tensor(n.indices) for n in m.neurons]
 
 
 @pytest.mark.parametrize("kind,channels", [("residual", 128), ("mlp", 512)])
@@ -405,7 +405,7 @@ def test_random_selection_properties(lib_clip, kind, channels):
     # not the variance top-K (with overwhelming probability)
     top = pylake.NormalityModel(lib_clip, k=16, kind=kind)
     top.fit(NORMAL3)
-    assert any(not torch.equal(a, torch.as_tensor(n["indices"])) for a, n in zip(sets, top.neurons))
+    assert any(not torch.equal(a, torch.as_tensor(n.indices)) for a, n in zip(sets, top.neurons))
 
 
 def test_random_selection_galleries_and_maps_follow_the_indices(lib_clip, tiny_openclip):
@@ -416,6 +416,6 @@ def test_random_selection_galleries_and_maps_follow_the_indices(lib_clip, tiny_o
     taps = R.backbone_taps(tiny_openclip, NORMAL3, 32, ref.layers, "mlp", None)
     for n, l in zip(lib.neurons, ref.layers):
         flat = taps["tokens"][l].reshape(-1, 512).double()
-        idx = torch.as_tensor(n["indices"])
-        close(n["mean"], flat.mean(0)[idx])
-        close(n["std"], flat.std(0, unbiased=False)[idx])
+        idx = torch.as_tensor(n.indices)
+        close(n.mean, flat.mean(0)[idx])
+        close(n.std, flat.std(0, unbiased=False)[idx])
