@@ -10,6 +10,7 @@
 #include "detail/clip_impl.h"
 #include "detail/format.h"
 #include "detail/hash.h"
+#include "detail/image_batch.h"
 
 namespace lake {
 namespace {
@@ -42,17 +43,9 @@ at::Tensor block(at::Tensor x, const BlockWeights& b, int64_t heads, bool causal
   return x + at::linear(h, b.proj_w, b.proj_b);
 }
 
-at::Tensor check_images(const at::Tensor& images, const ClipModel::Impl& m) {
-  TORCH_CHECK_VALUE(images.defined(), "expected (B, 3, H, W) images, got an undefined tensor");
-  TORCH_CHECK_VALUE(images.dim() == 4,
-                    fmt::format("expected (B, 3, H, W) images, got a tensor of shape {}", images.sizes()));
-  TORCH_CHECK_VALUE(images.size(0) > 0,
-                    fmt::format("expected a non-empty batch of (B, 3, H, W) images, got shape {}", images.sizes()));
-  TORCH_CHECK_VALUE(images.size(1) == 3,
-                    fmt::format("expected (B, 3, H, W) images with 3 (RGB) channels, got shape {}", images.sizes()));
-  TORCH_CHECK_VALUE(
-      at::isFloatingType(images.scalar_type()),
-      fmt::format("expected floating-point (CLIP-normalised) images, got dtype {}", images.scalar_type()));
+// The image-batch rule (detail/image_batch.h), then the backbone's: H and W multiples of the patch size.
+at::Tensor check_images(const at::Tensor& images, const ClipModel::Impl& m, std::string_view entry) {
+  detail::check_image_batch(images, {entry});
   const int64_t p = m.config.patch_size;
   TORCH_CHECK_VALUE(
       images.size(2) >= p && images.size(3) >= p && images.size(2) % p == 0 && images.size(3) % p == 0,
@@ -108,7 +101,7 @@ VisionForward ClipModel::forward_vision(const at::Tensor& images_in, const Visio
   for (int64_t l : taps.residual_layers) stop = std::max(stop, l);
   for (int64_t l : taps.mlp_layers) stop = std::max(stop, l);
 
-  at::Tensor images = check_images(images_in, m);
+  at::Tensor images = check_images(images_in, m, "ClipModel.forward_vision");
   const int64_t B = images.size(0), D = c.vision_width;
   VisionForward out;
   out.grid_h = images.size(2) / c.patch_size;
@@ -146,6 +139,7 @@ VisionForward ClipModel::forward_vision(const at::Tensor& images_in, const Visio
 at::Tensor ClipModel::encode_image(const at::Tensor& images) const {
   VisionTaps taps;
   taps.embedding = true;
+  detail::check_image_batch(images, {"encode_image"});
   return forward_vision(images, taps).embedding;
 }
 

@@ -12,8 +12,8 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -35,7 +35,7 @@ namespace detail {
 
 std::string cuda_version_string(int v) {
   if (v <= 0) return "none";
-  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+  return fmt::format("{}.{}", v / 1000, (v % 1000) / 10);
 }
 
 std::string architectures_cover(const std::string& architectures, int major, int minor) {
@@ -68,11 +68,7 @@ namespace {
 
 using Env = std::vector<std::pair<std::string, std::string>>;
 
-std::string gib(double bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
-  return buf;
-}
+std::string gib(double bytes) { return fmt::format("{:.1f} GiB", bytes / (1024.0 * 1024.0 * 1024.0)); }
 
 std::string cpu_description() {
   std::string model = "unknown CPU";
@@ -83,8 +79,8 @@ std::string cpu_description() {
       break;
     }
   }
-  std::string out = model + ", " + std::to_string(std::thread::hardware_concurrency()) + " hardware threads, " +
-                    "ATen CPU capability " + at::get_cpu_capability();
+  std::string out = fmt::format("{}, {} hardware threads, ATen CPU capability {}", model,
+                                std::thread::hardware_concurrency(), at::get_cpu_capability());
 #if defined(_SC_PHYS_PAGES) && defined(_SC_PAGE_SIZE)
   out += ", " + gib(static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE)));
 #endif
@@ -134,13 +130,13 @@ CudaState cuda_state(Env& env) {
   for (size_t i = 0; i < info.devices.size(); ++i) {
     const detail::CudaDeviceInfo& d = info.devices[i];
     const std::string cover = detail::architectures_cover(arch, d.major, d.minor);
-    env.emplace_back("cuda:" + std::to_string(i),
-                     d.name + ", sm_" + std::to_string(d.major) + std::to_string(d.minor) + ", " +
-                         std::to_string(d.multiprocessors) + " SMs, " + gib(static_cast<double>(d.total_memory)) +
-                         (cover == "no" ? "; NOT covered by the build's architectures " + arch +
-                                              ": rebuild with -DCMAKE_CUDA_ARCHITECTURES=" + std::to_string(d.major) +
-                                              std::to_string(d.minor)
-                                        : ""));
+    env.emplace_back(fmt::format("cuda:{}", i),
+                     fmt::format("{}, sm_{}{}, {} SMs, {}{}", d.name, d.major, d.minor, d.multiprocessors,
+                                 gib(static_cast<double>(d.total_memory)),
+                                 cover == "no" ? fmt::format("; NOT covered by the build's architectures {}: rebuild "
+                                                             "with -DCMAKE_CUDA_ARCHITECTURES={}{}",
+                                                             arch, d.major, d.minor)
+                                               : ""));
   }
   if (info.devices.empty()) env.emplace_back("cuda devices", "none (" + (info.error.empty() ? "0 devices" : info.error) + ")");
   s.count = at::hasCUDA() ? static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
@@ -156,8 +152,8 @@ Env environment(const DoctorOptions& o, CudaState& cuda) {
   env.emplace_back("build", std::string(LAKE_BUILD_TYPE) + ", " + LAKE_BUILD_CXX_COMPILER + ", unity build " +
                                 LAKE_BUILD_UNITY);
   env.emplace_back("libtorch", std::string(TORCH_VERSION) + ", " + libtorch_cuda());
-  env.emplace_back("threads", "intra-op " + std::to_string(at::get_num_threads()) + ", inter-op " +
-                                  std::to_string(at::get_num_interop_threads()));
+  env.emplace_back("threads",
+                   fmt::format("intra-op {}, inter-op {}", at::get_num_threads(), at::get_num_interop_threads()));
   env.emplace_back("cpu", cpu_description());
   cuda = cuda_state(env);
   for (const auto& kv : o.environment) env.push_back(kv);
@@ -186,10 +182,12 @@ std::vector<Target> targets(const DoctorOptions& o, const CudaState& cuda) {
     } else if (cuda.count == 0) {
       add({"cuda", d, cuda.missing});
     } else if (!d.has_index()) {
-      for (int i = 0; i < cuda.count; ++i) add({"cuda:" + std::to_string(i), c10::Device(c10::kCUDA, i), ""});
+      for (int i = 0; i < cuda.count; ++i) add({fmt::format("cuda:{}", i), c10::Device(c10::kCUDA, i), ""});
     } else {
-      add({d.str(), d, d.index() < cuda.count ? "" : "no such device (" + std::to_string(cuda.count) +
-                                                         " CUDA device" + (cuda.count == 1 ? "" : "s") + " visible)"});
+      add({d.str(), d,
+           d.index() < cuda.count
+               ? ""
+               : fmt::format("no such device ({} CUDA device{} visible)", cuda.count, cuda.count == 1 ? "" : "s")});
     }
   }
   return out;
@@ -236,9 +234,7 @@ std::string number(double v) {
   if (std::isnan(v)) return "-";
   if (std::isinf(v)) return "inf";
   if (v == 0) return "0";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1e", v);
-  return buf;
+  return fmt::format("{:.1e}", v);
 }
 
 std::string json_string(const std::string& s) {
@@ -251,9 +247,7 @@ std::string json_string(const std::string& s) {
       case '\t': out += "\\t"; break;
       default:
         if (ch < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", ch);
-          out += buf;
+          out += fmt::format("\\u{:04x}", ch);
         } else {
           out += static_cast<char>(ch);
         }
@@ -264,9 +258,7 @@ std::string json_string(const std::string& s) {
 
 std::string json_number(double v) {
   if (!std::isfinite(v)) return "null";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
+  return fmt::format("{:.9g}", v);
 }
 
 }  // namespace
@@ -280,18 +272,15 @@ int64_t DoctorReport::count(const std::string& status) const {
 }
 
 std::string DoctorReport::to_text() const {
-  std::ostringstream os;
-  os << "LAKE doctor\n";
+  std::string out = "LAKE doctor\n";
+  auto put = std::back_inserter(out);
   size_t key_width = 0, name_width = 5, device_width = 6;
   for (const auto& kv : environment) key_width = std::max(key_width, kv.first.size());
   for (const auto& c : checks) name_width = std::max(name_width, c.name.size());
   for (const auto& c : checks) device_width = std::max(device_width, c.device.size());
-  for (const auto& kv : environment)
-    os << "  " << kv.first << std::string(key_width - kv.first.size() + 2, ' ') << kv.second << "\n";
-  char buf[512];
-  std::snprintf(buf, sizeof buf, "\n  %-*s  %-*s  %9s  %9s  %s\n", static_cast<int>(name_width), "check",
-                static_cast<int>(device_width), "device", "max error", "tolerance", "status");
-  os << buf;
+  for (const auto& kv : environment) fmt::format_to(put, "  {:<{}}{}\n", kv.first, key_width + 2, kv.second);
+  fmt::format_to(put, "\n  {:<{}}  {:<{}}  {:>9}  {:>9}  {}\n", "check", name_width, "device", device_width,
+                 "max error", "tolerance", "status");
   for (size_t i = 0; i < checks.size(); ++i) {
     const DoctorCheck& c = checks[i];
     if (c.status == "SKIP") {  // one line for a run of skips of one device, for one reason
@@ -300,39 +289,40 @@ std::string DoctorReport::to_text() const {
              checks[j + 1].detail == c.detail)
         ++j;
       if (j > i) {
-        os << "  " << c.device << ": " << (j - i + 1) << " checks SKIP: " << c.detail << "\n";
+        fmt::format_to(put, "  {}: {} checks SKIP: {}\n", c.device, j - i + 1, c.detail);
         i = j;
         continue;
       }
     }
-    std::snprintf(buf, sizeof buf, "  %-*s  %-*s  %9s  %9s  %-4s  ", static_cast<int>(name_width), c.name.c_str(),
-                  static_cast<int>(device_width), c.device.c_str(), number(c.max_error).c_str(),
-                  number(c.tolerance).c_str(), c.status.c_str());
-    os << buf << c.detail << "\n";
+    fmt::format_to(put, "  {:<{}}  {:<{}}  {:>9}  {:>9}  {:<4}  {}\n", c.name, name_width, c.device, device_width,
+                   number(c.max_error), number(c.tolerance), c.status, c.detail);
   }
-  std::snprintf(buf, sizeof buf, "\n%lld passed, %lld failed, %lld skipped in %.2f s: %s\n",
-                static_cast<long long>(count("PASS")), static_cast<long long>(count("FAIL")),
-                static_cast<long long>(count("SKIP")), seconds, ok() ? "OK" : "FAILED");
-  os << buf;
-  return os.str();
+  fmt::format_to(put, "\n{} passed, {} failed, {} skipped in {:.2f} s: {}\n", count("PASS"), count("FAIL"),
+                 count("SKIP"), seconds, ok() ? "OK" : "FAILED");
+  return out;
 }
 
 std::string DoctorReport::to_json() const {
-  std::ostringstream os;
-  os << "{\"ok\": " << (ok() ? "true" : "false") << ", \"seconds\": " << json_number(seconds)
-     << ", \"summary\": {\"passed\": " << count("PASS") << ", \"failed\": " << count("FAIL")
-     << ", \"skipped\": " << count("SKIP") << "},\n \"environment\": {";
+  std::string out;
+  auto put = std::back_inserter(out);
+  fmt::format_to(put,
+                 "{{\"ok\": {}, \"seconds\": {}, \"summary\": {{\"passed\": {}, \"failed\": {}, \"skipped\": {}}},\n",
+                 ok(), json_number(seconds), count("PASS"), count("FAIL"), count("SKIP"));
+  out += " \"environment\": {";
   for (size_t i = 0; i < environment.size(); ++i)
-    os << (i ? ", " : "") << json_string(environment[i].first) << ": " << json_string(environment[i].second);
-  os << "},\n \"checks\": [";
+    fmt::format_to(put, "{}{}: {}", i ? ", " : "", json_string(environment[i].first),
+                   json_string(environment[i].second));
+  out += "},\n \"checks\": [";
   for (size_t i = 0; i < checks.size(); ++i) {
     const DoctorCheck& c = checks[i];
-    os << (i ? ",\n  " : "\n  ") << "{\"name\": " << json_string(c.name) << ", \"device\": " << json_string(c.device)
-       << ", \"status\": " << json_string(c.status) << ", \"max_error\": " << json_number(c.max_error)
-       << ", \"tolerance\": " << json_number(c.tolerance) << ", \"detail\": " << json_string(c.detail) << "}";
+    fmt::format_to(put,
+                   "{}{{\"name\": {}, \"device\": {}, \"status\": {}, \"max_error\": {}, \"tolerance\": {}, "
+                   "\"detail\": {}}}",
+                   i ? ",\n  " : "\n  ", json_string(c.name), json_string(c.device), json_string(c.status),
+                   json_number(c.max_error), json_number(c.tolerance), json_string(c.detail));
   }
-  os << "]}\n";
-  return os.str();
+  out += "]}\n";
+  return out;
 }
 
 std::vector<std::string> doctor_check_names(bool end_to_end) {

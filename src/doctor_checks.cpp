@@ -10,9 +10,9 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
-#include <sstream>
 
 #include "detail/doctor_checks.h"
+#include "detail/format.h"
 #include "lake/ops/ops.h"
 
 namespace lake::detail {
@@ -21,12 +21,15 @@ namespace lake::detail {
 
 bool DoctorComparison::placed(const std::string& what, const at::Tensor& got, const at::Tensor& ref,
                               bool kernel_output) {
-  std::ostringstream os;
-  if (!got.defined()) os << what << ": no output";
-  else if (kernel_output && got.device() != device_) os << what << ": on " << got.device() << ", expected " << device_;
-  else if (got.sizes() != ref.sizes()) os << what << ": shape " << got.sizes() << ", expected " << ref.sizes();
-  if (os.str().empty()) return true;
-  expect(false, os.str());
+  std::string problem;
+  if (!got.defined())
+    problem = fmt::format("{}: no output", what);
+  else if (kernel_output && got.device() != device_)
+    problem = fmt::format("{}: on {}, expected {}", what, got.device(), device_);
+  else if (got.sizes() != ref.sizes())
+    problem = fmt::format("{}: shape {}, expected {}", what, got.sizes(), ref.sizes());
+  if (problem.empty()) return true;
+  expect(false, problem);
   return false;
 }
 
@@ -38,8 +41,9 @@ void DoctorComparison::close(const std::string& what, const at::Tensor& got, con
   if (!gn.equal(rn)) {
     const int64_t extra = at::logical_and(gn, rn.logical_not()).sum().item<int64_t>();
     const int64_t missing = at::logical_and(rn, gn.logical_not()).sum().item<int64_t>();
-    expect(false, what + ": NaN at " + std::to_string(extra) + " positions where the reference has a number, a number at " +
-                      std::to_string(missing) + " where it has NaN");
+    expect(false,
+           fmt::format("{}: NaN at {} positions where the reference has a number, a number at {} where it has NaN",
+                       what, extra, missing));
     return;
   }
   // Equal values (infinities included) differ by 0; NaN positions agree, so they count as 0.
@@ -57,9 +61,8 @@ void DoctorComparison::exact(const std::string& what, const at::Tensor& got, con
   const at::Tensor differ = (g != r).nonzero();
   if (differ.numel() == 0) return;
   const int64_t i = differ[0][0].item<int64_t>();
-  expect(false, what + ": " + std::to_string(differ.size(0)) + " of " + std::to_string(g.numel()) +
-                    " values differ (first at " + std::to_string(i) + ": " + std::to_string(g[i].item<int64_t>()) +
-                    ", expected " + std::to_string(r[i].item<int64_t>()) + ")");
+  expect(false, fmt::format("{}: {} of {} values differ (first at {}: {}, expected {})", what, differ.size(0),
+                            g.numel(), i, g[i].item<int64_t>(), r[i].item<int64_t>()));
 }
 
 void DoctorComparison::expect(bool ok, const std::string& problem) {
@@ -159,7 +162,7 @@ void moments_case(DoctorComparison& c, c10::Device dev, const DoctorTap& tap, co
   const int64_t n = kept.size(0);
   const at::Tensor mean = n > 0 ? kept.mean(0) : at::zeros({x.size(1)}, at::kDouble);
   const at::Tensor m2 = n > 0 ? (kept - mean).square().sum(0) : at::zeros({x.size(1)}, at::kDouble);
-  c.expect(m.count == n, "count " + std::to_string(m.count) + ", expected " + std::to_string(n));
+  c.expect(m.count == n, fmt::format("count {}, expected {}", m.count, n));
   c.close("mean", tap(m.mean), mean);
   c.close("m2", tap(m.m2), m2);
 }
@@ -177,7 +180,7 @@ void nearest_case(DoctorComparison& c, c10::Device dev, const DoctorTap& tap, co
   const ops::NearestNeighbors r = ops::nearest_neighbors(q.to(dev), g.to(dev), o);
   const at::Tensor sims = doctor_ref::similarities(q, g, o.exclude_lo, o.exclude_hi);
   auto [dist, arg] = doctor_ref::nearest(sims);
-  const std::string t = "tile " + std::to_string(o.tile);
+  const std::string t = fmt::format("tile {}", o.tile);
   c.close(t + " distance", tap(r.distance), dist);
   const at::Tensor idx = tap(r.index);
   if (exact_index || sims.size(2) == 0) {
@@ -235,12 +238,12 @@ std::vector<DoctorCase> top_k_cases() {
       {"top_k[ties, NaN, inf]", "(10) float64 with ties, two NaN, +-inf; every k", 0,
        [special](DoctorComparison& c, c10::Device d, const DoctorTap& t) {
          for (int64_t k = 1; k <= special.numel(); ++k)
-           c.exact("k=" + std::to_string(k), t(ops::top_k(special.to(d), k)), doctor_ref::top_k(special, k));
+           c.exact(fmt::format("k={}", k), t(ops::top_k(special.to(d), k)), doctor_ref::top_k(special, k));
        }},
       {"top_k[float32, many ties]", "(3072) float32 of 20 distinct values, k = 1, 100, 3072", 0,
        [many](DoctorComparison& c, c10::Device d, const DoctorTap& t) {
          for (int64_t k : {1, 100, 3072})
-           c.exact("k=" + std::to_string(k), t(ops::top_k(many.to(d), k)), doctor_ref::top_k(many, k));
+           c.exact(fmt::format("k={}", k), t(ops::top_k(many.to(d), k)), doctor_ref::top_k(many, k));
        }},
   };
 }

@@ -10,12 +10,12 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <map>
 #include <memory>
 
 #include "detail/clip_archive.h"
 #include "detail/doctor_checks.h"
+#include "detail/format.h"
 #include "lake/neuron_probe.h"
 #include "lake/normality_model.h"
 
@@ -42,7 +42,7 @@ std::map<std::string, at::Tensor> tiny_vit_weights(uint64_t seed) {
   }
   t["visual.proj"] = n({w, kEmbed}, s);
   for (int64_t b = 0; b < kBlocks; ++b) {
-    const std::string p = "visual.transformer.resblocks." + std::to_string(b) + ".";
+    const std::string p = fmt::format("visual.transformer.resblocks.{}.", b);
     for (const char* ln : {"ln_1", "ln_2"}) {
       t[p + ln + ".weight"] = n({w}, 0.1, 1.0);
       t[p + ln + ".bias"] = n({w}, 0.1);
@@ -113,13 +113,10 @@ struct TinyRun {
     options.blur_sigma = kBlurSigma;
     options.gallery_tile = 5;  // 48 gallery rows: 10 tiles
     options.class_name = "doctor";
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "random ViT (width %lld, %lld blocks, %lld px, patch %lld), %lld shots, K = %lld "
-                  "(selection margin %.1f%%), %lld images", static_cast<long long>(kWidth),
-                  static_cast<long long>(kBlocks), static_cast<long long>(kSize), static_cast<long long>(kPatch),
-                  static_cast<long long>(kShots), static_cast<long long>(options.k), 100 * best,
-                  static_cast<long long>(kQueries));
-    about = buf;
+    about = fmt::format(
+        "random ViT (width {}, {} blocks, {} px, patch {}), {} shots, K = {} (selection margin {:.1f}%), "
+        "{} images",
+        kWidth, kBlocks, kSize, kPatch, kShots, options.k, 100 * best, kQueries);
 
     const ProbeResult sr = probe(score_images);
     std::vector<at::Tensor> visual(static_cast<size_t>(kQueries));
@@ -162,12 +159,11 @@ void check_fit(TinyRun& run, DoctorComparison& c, c10::Device dev, const DoctorT
   const Fitted* base = cpu ? nullptr : &run.on(c10::kCPU);
   if (!cpu) c.tolerance = kDeviceTolerance;
   const NeuronSet& n = f.model->neurons();
-  c.expect(n.layers.size() == run.ref_indices.size(), "the model has " + std::to_string(n.layers.size()) +
-                                                            " neuron layers, expected " +
-                                                            std::to_string(run.ref_indices.size()));
+  c.expect(n.layers.size() == run.ref_indices.size(),
+           fmt::format("the model has {} neuron layers, expected {}", n.layers.size(), run.ref_indices.size()));
   if (!c.problems.empty()) return;
   for (size_t l = 0; l < n.layers.size(); ++l) {
-    const std::string at = "layer " + std::to_string(n.layers[l].layer);
+    const std::string at = fmt::format("layer {}", n.layers[l].layer);
     const at::Tensor want = cpu ? run.ref_indices[l] : base->model->neurons().layers[l].indices;
     c.exact(at + " neurons", tap(n.layers[l].indices), want, /*kernel_output=*/false);
     const at::Tensor gallery = cpu ? run.ref_galleries[l] : base->model->galleries()[l];

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include <sys/stat.h>
@@ -33,6 +34,13 @@
 
 namespace lake::detail::image_io {
 namespace {
+
+// A message into the fixed buffer of a libpng / libjpeg error state, truncated to fit: those
+// error paths longjmp out of the decoder, so the message may not live in heap memory.
+template <size_t N, typename... Args>
+void set_message(char (&buf)[N], fmt::format_string<Args...> f, Args&&... args) {
+  *fmt::format_to_n(buf, N - 1, f, std::forward<Args>(args)...).out = '\0';
+}
 
 static_assert(ImageReadOptions{}.max_pixels == limits::kDefaultMaxImagePixels,
               "detail/limits.h documents ImageReadOptions' default pixel limit");
@@ -80,11 +88,10 @@ Format detect_format(const std::vector<unsigned char>& b, const std::string& pat
   else if (starts_with(b, "\x89PNG", 4)) other = "damaged PNG (bad signature)";
   TORCH_CHECK_VALUE(other == nullptr,
                     fmt::format("image file '{}' is a {} file; LAKE reads PNG and JPEG only", path, other));
-  char head[3 * 8 + 1] = {0};
-  for (size_t i = 0; i < std::min<size_t>(8, b.size()); ++i) std::snprintf(head + 3 * i, 4, "%02x ", b[i]);
-  TORCH_CHECK_VALUE(false, fmt::format("image file '{}' is not a PNG or JPEG file (it starts with bytes {}; PNG starts "
-                                       "with 89 50 4e 47, JPEG with ff d8 ff)",
-                                       path, head));
+  const auto head_end = b.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(8, b.size()));
+  TORCH_CHECK_VALUE(false, fmt::format("image file '{}' is not a PNG or JPEG file (it starts with bytes {:02x}; PNG "
+                                       "starts with 89 50 4e 47, JPEG with ff d8 ff)",
+                                       path, fmt::join(b.begin(), head_end, " ")));
 }
 
 void check_pixels(uint64_t width, uint64_t height, const ImageReadOptions& options, const std::string& path,
@@ -118,7 +125,7 @@ struct PngState {
 
 [[noreturn]] void png_on_error(png_structp png, png_const_charp msg) {
   auto* s = static_cast<PngState*>(png_get_error_ptr(png));
-  std::snprintf(s->message, sizeof(s->message), "%s", msg ? msg : "unknown libpng error");
+  set_message(s->message, "{}", msg ? msg : "unknown libpng error");
   png_longjmp(png, 1);
 }
 
@@ -252,8 +259,7 @@ void jpeg_on_progress(j_common_ptr c) {
   const int scans = reinterpret_cast<j_decompress_ptr>(c)->input_scan_number;
   if (scans <= limits::kMaxJpegScans) return;
   JpegState* s = jpeg_state(c);
-  std::snprintf(s->message, sizeof(s->message), "it has more than %d scans, the JPEG scan limit",
-                limits::kMaxJpegScans);
+  set_message(s->message, "it has more than {} scans, the JPEG scan limit", limits::kMaxJpegScans);
   s->over_limit = true;
   std::longjmp(s->jump, 1);
 }
@@ -263,7 +269,7 @@ bool jpeg_stage_header(JpegState* s, const unsigned char* data, size_t size) {
   jpeg_create_decompress(&s->cinfo);
   jpeg_mem_src(&s->cinfo, data, static_cast<unsigned long>(size));
   if (jpeg_read_header(&s->cinfo, TRUE) != JPEG_HEADER_OK) {
-    std::snprintf(s->message, sizeof(s->message), "no image in the stream (tables only)");
+    set_message(s->message, "no image in the stream (tables only)");
     return false;
   }
   return true;
@@ -527,7 +533,7 @@ struct PngWriteState {
 
 [[noreturn]] void png_write_on_error(png_structp png, png_const_charp msg) {
   auto* s = static_cast<PngWriteState*>(png_get_error_ptr(png));
-  std::snprintf(s->message, sizeof(s->message), "%s", msg ? msg : "unknown libpng error");
+  set_message(s->message, "{}", msg ? msg : "unknown libpng error");
   png_longjmp(png, 1);
 }
 

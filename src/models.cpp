@@ -10,8 +10,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <regex>
-#include <sstream>
 
 #include "detail/format.h"
 
@@ -67,9 +67,8 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 // not "on this machine").
 bool shards_present(const fs::path& index) {
   std::ifstream in(index, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) return false;
   for (const auto& v : j["weight_map"]) {
     if (!v.is_string() || v.get<std::string>().find('/') != std::string::npos) return false;
@@ -118,12 +117,9 @@ std::string complete_in(const fs::path& snapshot, const std::vector<std::vector<
 }
 
 std::string describe_files(const std::vector<std::vector<std::string>>& files) {
-  std::ostringstream os;
-  for (size_t i = 0; i < files.size(); ++i) {
-    os << (i ? " + " : "");
-    for (size_t j = 0; j < files[i].size(); ++j) os << (j ? " or " : "") << files[i][j];
-  }
-  return os.str();
+  std::vector<std::string> groups;
+  for (const auto& alternatives : files) groups.push_back(fmt::format("{}", fmt::join(alternatives, " or ")));
+  return fmt::format("{}", fmt::join(groups, " + "));
 }
 
 std::string search_entry(const std::string& repo, const std::string& revision,
@@ -272,25 +268,23 @@ ModelLocation locate_model(const std::string& request) {
 }
 
 std::string ModelLocation::missing_message() const {
-  std::ostringstream os;
-  if (!is_name) {
-    os << "'" << request << "' does not exist";
-    return os.str();
-  }
-  os << "model '" << request << "' is not on this machine";
-  if (source != ModelSource::OpenAI) os << " (and there is no file or folder of that name)";
-  os << " (looked for ";
-  for (size_t i = 0; i < searched.size(); ++i) os << (i ? "; " : "") << searched[i];
-  os << "). ";
-  if (source == ModelSource::OpenAI) {
-    os << "Download it with `lake models --download '" << request << "'` (pylake.load_clip downloads it when online), "
-       << "or put the file from " << url << " (SHA-256 " << sha256 << ") at " << download_to;
+  if (!is_name) return fmt::format("'{}' does not exist", request);
+  const bool openai = source == ModelSource::OpenAI;
+  std::string out =
+      fmt::format("model '{}' is not on this machine{} (looked for {}). ", request,
+                  openai ? "" : " (and there is no file or folder of that name)", fmt::join(searched, "; "));
+  if (openai) {
+    out += fmt::format(
+        "Download it with `lake models --download '{}'` (pylake.load_clip downloads it when online), or put the file "
+        "from {} (SHA-256 {}) at {}",
+        request, url, sha256, download_to);
   } else {
-    os << "Download it with `lake models --download '" << request << "'` (pylake.load_clip downloads it when online; "
-       << "the files go to the Hugging Face cache " << hf_hub_cache_dir() << "), or pass the path of a folder holding "
-       << models_detail::describe_files(hub_files);
+    out += fmt::format(
+        "Download it with `lake models --download '{}'` (pylake.load_clip downloads it when online; the files go to "
+        "the Hugging Face cache {}), or pass the path of a folder holding {}",
+        request, hf_hub_cache_dir(), models_detail::describe_files(hub_files));
   }
-  return os.str();
+  return out;
 }
 
 }  // namespace lake

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "detail/format.h"
+#include "detail/image_batch.h"
 #include "detail/strings.h"
 
 namespace lake {
@@ -48,6 +49,7 @@ int64_t NeuronProbe::channels() const {
 }
 
 ProbeResult NeuronProbe::operator()(const at::Tensor& images) const {
+  detail::check_image_batch(images, {"NeuronProbe"});
   VisionTaps taps;
   (options_.kind == ProbeKind::Mlp ? taps.mlp_layers : taps.residual_layers) = layers_;
   taps.project_layer = project_layer_;

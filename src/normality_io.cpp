@@ -337,7 +337,7 @@ void check_backbone(const std::string& path, const Contents& c, const ClipModel&
               what, file_value, model.path(), what, model_value));
   };
   differs("activation", b.at("activation").get<std::string>(), to_string(cfg.activation));
-  differs("vision_heads", std::to_string(b.at("vision_heads").get<int64_t>()), std::to_string(cfg.vision_heads));
+  differs("vision_heads", fmt::format("{}", b.at("vision_heads").get<int64_t>()), fmt::format("{}", cfg.vision_heads));
   for (auto [key, values] : {std::pair<const char*, const float*>{"image_mean", cfg.image_mean},
                              {"image_std", cfg.image_std}}) {
     const json mine = {values[0], values[1], values[2]};
@@ -421,12 +421,12 @@ void NormalityModel::save(const std::string& path) const {
   for (size_t l = 0; l < s.neurons.layers.size(); ++l) {
     const LayerNeurons& n = s.neurons.layers[l];
     neurons.push_back({{"layer", n.layer}, {"k", n.indices.numel()}});
-    const std::string stem = "neurons." + std::to_string(l) + ".";
+    const std::string stem = fmt::format("neurons.{}.", l);
     tensors[stem + "indices"] = n.indices;
     tensors[stem + "scores"] = n.scores;
     tensors[stem + "mean"] = n.mean;
     tensors[stem + "std"] = n.std;
-    tensors["galleries." + std::to_string(l)] = s.galleries[l];
+    tensors[fmt::format("galleries.{}", l)] = s.galleries[l];
   }
   if (s.text.defined()) tensors["text_embeddings"] = s.text;
   auto optional = [](const std::optional<double>& v) { return v ? json(*v) : json(nullptr); };

@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "detail/format.h"
+#include "detail/image_batch.h"
 #include "detail/strings.h"
 #include "detail/normality_state.h"
 #include "detail/normality_ops.h"
@@ -108,15 +109,8 @@ std::shared_ptr<NormalityModel::State> make_state(ClipModel model, NormalityOpti
   return s;
 }
 
-// (B, 3, H, W) -> the backbone's (B, 3, S, S) input.
+// (B, 3, H, W), checked by the caller (detail::check_image_batch) -> the backbone's (B, 3, S, S) input.
 at::Tensor to_backbone(const at::Tensor& images, int64_t size) {
-  TORCH_CHECK_VALUE(images.defined() && images.dim() == 4 && images.size(1) == 3,
-                    fmt::format("expected (B, 3, H, W) CLIP-normalised images, got {}",
-                                images.defined() ? images.sizes() : at::IntArrayRef{}));
-  TORCH_CHECK_VALUE(at::isFloatingType(images.scalar_type()),
-                    fmt::format("expected floating-point (CLIP-normalised) images, got {}", images.scalar_type()));
-  TORCH_CHECK_VALUE(images.size(2) > 0 && images.size(3) > 0,
-                    fmt::format("expected non-empty images, got {}", images.sizes()));
   auto x = images.to(at::kFloat);
   if (x.size(2) == size && x.size(3) == size) return x;
   return at::_upsample_bicubic2d_aa(x, {size, size}, /*align_corners=*/false);
@@ -214,9 +208,7 @@ void NormalityModel::set_thresholds(std::optional<double> image, std::optional<d
 
 void NormalityModel::fit(const at::Tensor& normal_images) {
   State& s = *state_;
-  TORCH_CHECK_VALUE(normal_images.defined() && normal_images.dim() == 4 && normal_images.size(1) == 3,
-                    fmt::format("NormalityModel.fit: expected (k, 3, H, W) CLIP-normalised normal images, got {}",
-                                normal_images.defined() ? normal_images.sizes() : at::IntArrayRef{}));
+  detail::check_image_batch(normal_images, {"NormalityModel.fit", "normal_images", 'k', /*allow_empty=*/true});
   const int64_t shots = normal_images.size(0);
   const ClipConfig& c = s.model.config();
   const bool need_text = shots == 0 || s.options.text_weight > 0;
@@ -407,9 +399,7 @@ void check_calibration(const NormalityModel::State& s, int64_t n, double q, bool
 
 Prediction NormalityModel::score(const at::Tensor& images, bool with_branches) const {
   TORCH_CHECK(state_->fitted, "NormalityModel.score: the model is not fitted: call fit(normal_images) first");
-  TORCH_CHECK_VALUE(
-      !images.defined() || images.dim() != 4 || images.size(0) > 0,
-      fmt::format("NormalityModel.score: expected a non-empty batch of images, got shape {}", images.sizes()));
+  detail::check_image_batch(images, {"NormalityModel.score"});
   const at::Tensor x = to_backbone(images, state_->image_size);
   return score_impl(*state_, x, images.size(2), images.size(3), with_branches, -1);
 }
@@ -466,10 +456,7 @@ std::vector<Prediction> NormalityModel::score_prepared(const std::vector<Prepare
 
 void NormalityModel::calibrate(const at::Tensor& normal_images, double q, bool leave_one_out) {
   State& s = *state_;
-  TORCH_CHECK_VALUE(
-      normal_images.defined() && normal_images.dim() == 4 && normal_images.size(0) > 0,
-      fmt::format("NormalityModel.calibrate: expected a non-empty (B, 3, H, W) batch of normal images, got {}",
-                  normal_images.defined() ? normal_images.sizes() : at::IntArrayRef{}));
+  detail::check_image_batch(normal_images, {"NormalityModel.calibrate", "normal_images"});
   check_calibration(s, normal_images.size(0), q, leave_one_out);
   const at::Tensor x = to_backbone(normal_images, s.image_size);
   Prediction p = score_impl(s, x, normal_images.size(2), normal_images.size(3), false, leave_one_out ? 0 : -1);
@@ -541,6 +528,7 @@ std::vector<NeuronDeviation> NormalityModel::explain(const at::Tensor& image, in
   TORCH_CHECK_VALUE(img.defined() && img.dim() == 4 && img.size(0) == 1,
                     fmt::format("NormalityModel.explain: expected one (3, H, W) or (1, 3, H, W) image, got {}",
                                 image.defined() ? image.sizes() : at::IntArrayRef{}));
+  detail::check_image_batch(img, {"NormalityModel.explain", "image"});
   return explain_impl(*state_, to_backbone(img, state_->image_size), img.size(2), img.size(3), top);
 }
 

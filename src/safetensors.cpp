@@ -119,12 +119,10 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   e.begin = (*off)[0].get<uint64_t>();
   e.end = (*off)[1].get<uint64_t>();
   if (e.begin > e.end || e.end > data_size)
-    bad("has data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
-        "] outside the data area of " + std::to_string(data_size) + " bytes");
+    bad(fmt::format("has data_offsets [{}, {}] outside the data area of {} bytes", e.begin, e.end, data_size));
   if (e.end - e.begin != nbytes)
-    bad("has data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "] (" +
-        std::to_string(e.end - e.begin) + " bytes) but dtype " + e.dtype->name + " x shape " + sh->dump() +
-        " needs " + std::to_string(nbytes) + " bytes");
+    bad(fmt::format("has data_offsets [{}, {}] ({} bytes) but dtype {} x shape {} needs {} bytes", e.begin, e.end,
+                    e.end - e.begin, e.dtype->name, sh->dump(), nbytes));
   return e;
 }
 

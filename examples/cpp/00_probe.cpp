@@ -10,20 +10,24 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join
+
+#include <cstdio>
 #include <fstream>
-#include <iostream>
 #include <iterator>
+#include <vector>
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: " << argv[0] << " MODEL.pt [IMAGE_TENSOR.pt]\n";
+    fmt::print(stderr, "usage: {} MODEL.pt [IMAGE_TENSOR.pt]\n", argv[0]);
     return 2;
   }
   try {
     lake::set_num_threads(0);
     lake::ClipModel model = lake::load_clip(argv[1]);
     const lake::ClipConfig& c = model.config();
-    std::cout << "loaded " << c.describe() << "\n";
+    fmt::print("loaded {}\n", c.describe());
 
     at::Tensor images;
     if (argc > 2) {
@@ -33,7 +37,8 @@ int main(int argc, char** argv) {
     } else {
       images = at::randn({2, 3, c.image_size, c.image_size});
     }
-    std::cout << "image embedding " << model.encode_image(images).sizes() << "\n";
+    // Shapes print as [2, 64]: fmt::join over at::IntArrayRef.
+    fmt::print("image embedding [{}]\n", fmt::join(model.encode_image(images).sizes(), ", "));
 
     const int64_t L = c.vision_layers;
     lake::NeuronProbe probe(model, {{L / 2, -1}, lake::ProbeKind::Residual, /*project_layer=*/-1});
@@ -42,18 +47,18 @@ int main(int argc, char** argv) {
       // The channels that vary most over this batch's patches: LAKE's "sensitive neurons".
       at::Tensor var = r.activations[i].flatten(0, 1).var(0);
       at::Tensor top = std::get<0>(std::get<1>(var.topk(10)).sort());
-      std::cout << "block " << r.layers[i] << ": patch tokens " << r.activations[i].sizes()
-                << ", top-10 variance channels over these images [";
-      for (int64_t j = 0; j < top.numel(); ++j) std::cout << (j ? ", " : "") << top[j].item<int64_t>();
-      std::cout << "]\n";
+      std::vector<int64_t> channels;
+      for (int64_t j = 0; j < top.numel(); ++j) channels.push_back(top[j].item<int64_t>());
+      fmt::print("block {}: patch tokens [{}], top-10 variance channels over these images [{}]\n", r.layers[i],
+                 fmt::join(r.activations[i].sizes(), ", "), fmt::join(channels, ", "));
     }
-    std::cout << "projected patch tokens " << r.projected.sizes() << " on a " << r.grid_h << "x" << r.grid_w
-              << " grid\n";
+    fmt::print("projected patch tokens [{}] on a {}x{} grid\n", fmt::join(r.projected.sizes(), ", "), r.grid_h,
+               r.grid_w);
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    fmt::print(stderr, "error: {}\n", e.what_without_backtrace());
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   }
   return 0;

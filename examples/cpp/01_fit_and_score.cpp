@@ -16,11 +16,12 @@
 
 #include <ATen/ATen.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
 #include <string>
 #include <vector>
 
@@ -73,7 +74,7 @@ double sequential_sum(const at::Tensor& map) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::cerr << "usage: " << argv[0] << " MODEL.pt DATA_DIR [CATEGORY=grid] [SHOTS=7] [IMAGE_SIZE=0]\n";
+    fmt::print(stderr, "usage: {} MODEL.pt DATA_DIR [CATEGORY=grid] [SHOTS=7] [IMAGE_SIZE=0]\n", argv[0]);
     return 2;
   }
   try {
@@ -85,7 +86,7 @@ int main(int argc, char** argv) {
     const fs::path cat = fs::path(argv[2]) / category;
 
     lake::ClipModel clip = lake::load_clip(argv[1]);
-    std::cout << "model: " << argv[1] << " " << clip.config().describe() << "\n";
+    fmt::print("model: {} {}\n", argv[1], clip.config().describe());
 
     // 1. Fit: sensitive neurons + per-layer galleries of normal patches + text embeddings.
     lake::NormalityOptions o;
@@ -97,16 +98,16 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     model.fit_files(strings(normal));  // every file: backbone at S x S, maps at the file's resolution
     const double fit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("fit: %zu normal images, %lld px, %lld neurons, %.1f s\n", normal.size(),
-                static_cast<long long>(model.image_size()), static_cast<long long>(model.neurons().total()), fit_s);
+    fmt::print("fit: {} normal images, {} px, {} neurons, {:.1f} s\n", normal.size(), model.image_size(),
+               model.neurons().total(), fit_s);
 
     // 2. Calibrate on the fit images, leave-one-out.
     if (normal.size() >= 2) {
       model.calibrate_files(strings(normal), 0.99, /*leave_one_out=*/true);
-      std::printf("calibrate: image threshold %.9g, pixel threshold %.9g\n", *model.image_threshold(),
-                  *model.pixel_threshold());
+      fmt::print("calibrate: image threshold {:.9g}, pixel threshold {:.9g}\n", *model.image_threshold(),
+                 *model.pixel_threshold());
     } else {
-      std::printf("calibrate: skipped (leave-one-out needs at least 2 normal images)\n");
+      fmt::print("calibrate: skipped (leave-one-out needs at least 2 normal images)\n");
     }
 
     // 3. Save, and load back: what a deployment would do.
@@ -131,21 +132,20 @@ int main(int argc, char** argv) {
       truth.push_back(defect != "good");
       const char* word = !p.pred_label.defined() ? "-" : p.pred_label[0].item<bool>() ? "anomalous" : "normal";
       // score as float32 round-trips (9 digits); the map's size and sequential sum (17 digits)
-      std::printf("%s/%s %.9g %s map %lldx%lld sum %.17g\n", defect.c_str(), file.filename().c_str(), scores.back(),
-                  word, static_cast<long long>(p.anomaly_map.size(2)), static_cast<long long>(p.anomaly_map.size(1)),
-                  sequential_sum(p.anomaly_map[0]));
+      fmt::print("{}/{} {:.9g} {} map {}x{} sum {:.17g}\n", defect, file.filename().string(), scores.back(), word,
+                 p.anomaly_map.size(2), p.anomaly_map.size(1), sequential_sum(p.anomaly_map[0]));
       at::Tensor mask = mask_for(cat, defect, file, p.anomaly_map.size(1), p.anomaly_map.size(2));
       if (mask.defined()) pixel.update(p.anomaly_map, mask.unsqueeze(0));
     }
     const double image_auroc = lake::metrics::auroc(at::tensor(scores, at::kDouble), at::tensor(truth, at::kInt));
-    std::printf("image AUROC: %.4f\n", image_auroc);
+    fmt::print("image AUROC: {:.4f}\n", image_auroc);
     const lake::metrics::PixelResult px = pixel.compute();
-    std::printf("pixel AUROC: %.4f, AUPRO: %.4f (model saved to %s)\n", px.auroc, px.aupro, out.c_str());
+    fmt::print("pixel AUROC: {:.4f}, AUPRO: {:.4f} (model saved to {})\n", px.auroc, px.aupro, out);
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    fmt::print(stderr, "error: {}\n", e.what_without_backtrace());
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   }
   return 0;
