@@ -35,8 +35,10 @@ inline std::string image_batch_message(const ImageBatchSpec& spec, std::string_v
 /// a floating dtype (CLIP-normalised values).
 inline void check_image_batch(const at::Tensor& images, const ImageBatchSpec& spec) {
   TORCH_CHECK_VALUE(images.defined(), image_batch_message(spec, "", "", "an undefined tensor"));
-  auto shape = [&] { return fmt::format("a tensor of shape {}", images.sizes()); };
-  TORCH_CHECK_VALUE(images.dim() == 4, image_batch_message(spec, "", "", shape()));
+  // "got": a tensor of another rank is "a tensor of shape [3, 32]", a batch with a wrong size "shape [1, 4, 32, 32]".
+  TORCH_CHECK_VALUE(images.dim() == 4,
+                    image_batch_message(spec, "", "", fmt::format("a tensor of shape {}", images.sizes())));
+  auto shape = [&] { return fmt::format("shape {}", images.sizes()); };
   TORCH_CHECK_VALUE(images.size(1) == 3, image_batch_message(spec, "", " with 3 (RGB) channels", shape()));
   if (images.size(0) == 0) {
     TORCH_CHECK_VALUE(spec.allow_empty, image_batch_message(spec, "a non-empty batch of ", "", shape()));

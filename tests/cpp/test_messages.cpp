@@ -94,19 +94,18 @@ TEST_CASE("every entry point taking a (B, 3, H, W) batch reports a bad one the s
     CHECK(message_of([&] { e.call(at::Tensor()); }) == who + shape + ", got an undefined tensor");
     CHECK(message_of([&] { e.call(at::randn({2, 3, 32})); }) == who + shape + ", got a tensor of shape [2, 3, 32]");
     CHECK(message_of([&] { e.call(at::randn({1, 1, 32, 32})); }) ==
-          who + shape + " with 3 (RGB) channels, got a tensor of shape [1, 1, 32, 32]");
+          who + shape + " with 3 (RGB) channels, got shape [1, 1, 32, 32]");
     CHECK(message_of([&] { e.call(at::zeros({1, 3, 32, 32}, at::kByte)); }) ==
           who + "floating-point (CLIP-normalised) " + shape + ", got dtype Byte");
     CHECK(message_of([&] { e.call(at::zeros({1, 3, 0, 32})); }) ==
-          who + shape + " with H, W >= 1, got a tensor of shape [1, 3, 0, 32]");
+          who + shape + " with H, W >= 1, got shape [1, 3, 0, 32]");
     if (e.batch == 'B')  // fit takes k = 0 (zero-shot)
       CHECK(message_of([&] { e.call(at::randn({0, 3, 32, 32})); }) ==
-            who + "a non-empty batch of " + shape + ", got a tensor of shape [0, 3, 32, 32]");
+            who + "a non-empty batch of " + shape + ", got shape [0, 3, 32, 32]");
   }
   // explain takes one image, (3, H, W) or (1, 3, H, W): the batch rule past its own count check.
   CHECK(message_of([&] { model.explain(at::zeros({3, 32, 32}, at::kByte)); }) ==
         "NormalityModel.explain(image): expected floating-point (CLIP-normalised) (B, 3, H, W) images, got dtype Byte");
   CHECK(message_of([&] { model.explain(at::randn({1, 2, 32, 32})); }) ==
-        "NormalityModel.explain(image): expected (B, 3, H, W) images with 3 (RGB) channels, got a tensor of shape "
-        "[1, 2, 32, 32]");
+        "NormalityModel.explain(image): expected (B, 3, H, W) images with 3 (RGB) channels, got shape [1, 2, 32, 32]");
 }
