@@ -231,3 +231,22 @@ TEST_CASE("gather_normalize_row: the gathered channels over max(L2 norm, eps)", 
   lake::core::gather_normalize_row(with_nan.data(), 8, few, 3, 1e-12f, z.data());
   CHECK((std::isnan(z[0]) && std::isnan(z[1]) && std::isnan(z[2])));
 }
+
+TEST_CASE("max_ignoring_nan: NaN anywhere (first lanes, middle, tail) is ignored", "[core][rows]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const auto base = random_rows(1, 37, 7);
+  for (int64_t n : {1, 7, 8, 9, 16, 37}) {
+    for (int64_t at = 0; at < n; ++at) {
+      std::vector<float> r(base.begin(), base.begin() + n);
+      r[at] = nan;
+      if (at + 3 < n) r[at + 3] = nan;
+      float want = -std::numeric_limits<float>::infinity();
+      for (float v : r)
+        if (!std::isnan(v) && v > want) want = v;
+      CHECK(lake::core::max_ignoring_nan(r.data(), n) == want);
+    }
+  }
+  const std::vector<float> all_nan(16, nan);
+  const float m = lake::core::max_ignoring_nan(all_nan.data(), 16);
+  CHECK((std::isnan(m) || m == -std::numeric_limits<float>::infinity()));  // never beats a best
+}

@@ -6,8 +6,8 @@
 // below -inf), so
 //   `a before b`  <=>  key(a) > key(b), or key(a) == key(b) and index(a) < index(b).
 // The CUDA kernel (src/ops/cuda/top_k_kernel.cu) radix-sorts (key, index) pairs descending
-// with a stable sort, which is that order; the CPU (top_k_indices below) partial-sorts with
-// `ranks_before`, which is that order by construction.
+// with a stable sort, which is that order; the CPU (top_k_indices below) partial-sorts (key, index)
+// pairs, which is `ranks_before` and that order by construction.
 //
 // Example (no LibTorch):
 //   std::vector<double> scores = {0.5, NAN, 2.0, 0.5};
@@ -19,7 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <numeric>
+#include <utility>
 #include <vector>
 
 namespace lake::core {
@@ -45,13 +45,15 @@ LAKE_HOST_DEVICE inline bool ranks_before(double sa, int64_t a, double sb, int64
 }
 
 /// The k best of C scores in that order, written ascending to out[k]. 1 <= k <= C.
+/// The keys are computed once; the partial sort compares (key, index) pairs, i.e. ranks_before.
 inline void top_k_indices(const double* scores, int64_t C, int64_t k, int64_t* out) {
-  std::vector<int64_t> idx(static_cast<size_t>(C));
-  std::iota(idx.begin(), idx.end(), int64_t{0});
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                    [scores](int64_t a, int64_t b) { return ranks_before(scores[a], a, scores[b], b); });
-  std::sort(idx.begin(), idx.begin() + k);
-  std::copy(idx.begin(), idx.begin() + k, out);
+  std::vector<std::pair<uint64_t, int64_t>> items(static_cast<size_t>(C));
+  for (int64_t i = 0; i < C; ++i) items[static_cast<size_t>(i)] = {ordered_key(scores[i]), i};
+  std::partial_sort(items.begin(), items.begin() + k, items.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  for (int64_t i = 0; i < k; ++i) out[i] = items[static_cast<size_t>(i)].second;
+  std::sort(out, out + k);
 }
 
 }  // namespace lake::core
