@@ -13,14 +13,6 @@ namespace py = pybind11;
 
 namespace lake::bindings {
 
-c10::ScalarType parse_dtype(const std::string& s) {
-  if (s == "float32" || s == "float") return c10::kFloat;
-  if (s == "float16" || s == "half") return c10::kHalf;
-  if (s == "bfloat16") return c10::kBFloat16;
-  if (s == "float64" || s == "double") return c10::kDouble;
-  TORCH_CHECK_VALUE(false, "unknown dtype '", s, "': expected float32, float16, bfloat16 or float64");
-}
-
 void bind_clip(py::module_& m) {
   bind_enum<Activation>(m, "Activation", &parse_activation,
                         {{"QuickGELU", Activation::QuickGELU}, {"GELU", Activation::GELU}},
@@ -60,6 +52,7 @@ void bind_clip(py::module_& m) {
       .def_property_readonly("grid_size", &ClipConfig::grid_size)
       .def_property_readonly("has_text", &ClipConfig::has_text)
       .def_property_readonly("activation", [](const ClipConfig& c) { return to_string(c.activation); })
+      .def_readonly("activation_assumed", &ClipConfig::activation_assumed)
       .def_property_readonly("archive_kind", [](const ClipConfig& c) { return to_string(c.archive_kind); })
       .def_property_readonly("image_mean", [](const ClipConfig& c) {
         return std::vector<float>(c.image_mean, c.image_mean + 3);

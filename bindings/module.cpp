@@ -14,6 +14,7 @@ void bind_metrics(py::module_& m);
 void bind_ops(py::module_& m);
 void bind_doctor(py::module_& m);
 void bind_models(py::module_& m);
+void bind_util(py::module_& m);
 }  // namespace lake::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -47,4 +48,5 @@ PYBIND11_MODULE(_C, m) {
   lake::bindings::bind_metrics(m);
   lake::bindings::bind_doctor(m);
   lake::bindings::bind_models(m);
+  lake::bindings::bind_util(m);
 }

@@ -4,6 +4,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "detail/format.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -15,8 +17,8 @@
 namespace lake::detail {
 
 void FileSink::fail(int err) const {
-  TORCH_CHECK(false, what, ": writing '", path, "' failed: ", std::strerror(err ? err : EIO),
-              " (nothing was written; an existing file is unchanged)");
+  TORCH_CHECK(false, fmt::format("{}: writing '{}' failed: {} (nothing was written; an existing file is unchanged)",
+                                 what, path, std::strerror(err ? err : EIO)));
 }
 
 void FileSink::write(const void* data, size_t size) {
@@ -35,9 +37,9 @@ void write_file_atomically(const std::string& path, const std::function<void(Fil
   // pid + a per-process counter: two threads (or processes) writing the same target never
   // share a temporary file.
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  const std::string tmp = fmt::format("{}.tmp.{}.{}", path, ::getpid(), counter++);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  TORCH_CHECK_VALUE(fd >= 0, what, ": cannot create '", tmp, "' (to write '", path, "'): ", std::strerror(errno));
+  TORCH_CHECK_VALUE(fd >= 0, fmt::format("{}: cannot create '{}' (to write '{}'): {}", what, tmp, path, std::strerror(errno)));
   FileSink sink{fd, path, what};
   try {
     produce(sink);
@@ -56,8 +58,12 @@ void write_file_atomically(const std::string& path, const std::function<void(Fil
   }
 }
 
+}  // namespace lake::detail
+
+namespace lake {
+
 void write_file_atomically(const std::string& path, const void* data, size_t size, const char* what) {
-  write_file_atomically(path, [&](FileSink& out) { out.write(data, size); }, what);
+  detail::write_file_atomically(path, [&](detail::FileSink& out) { out.write(data, size); }, what);
 }
 
-}  // namespace lake::detail
+}  // namespace lake

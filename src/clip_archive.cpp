@@ -2,6 +2,7 @@
 // (transformers checkpoints: hf_checkpoint.cpp).
 
 #include "detail/clip_archive.h"
+#include "detail/format.h"
 #include "detail/lake_export.h"
 #include "detail/safetensors.h"
 #include "detail/torch_pickle.h"
@@ -26,7 +27,7 @@ constexpr const char* kLakeVocabFile = "lake_vocab.txt.gz";
 
 std::string read_prefix(const std::string& path, size_t n) {
   std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), "CLIP archive '", path, "' could not be opened for reading");
+  TORCH_CHECK(in.good(), fmt::format("CLIP archive '{}' could not be opened for reading", path));
   std::string buf(n, '\0');
   in.read(&buf[0], static_cast<std::streamsize>(n));
   buf.resize(static_cast<size_t>(in.gcount()));
@@ -80,25 +81,27 @@ void collect_module_tensors(const PyValue& object, const std::string& prefix, Ra
 // classes' __setstate__: the weights come from data.pkl and the data/ records through
 // LAKE's code-free pickle reader; the code records are only searched as text.
 void read_torchscript(const std::string& path, caffe2::serialize::PyTorchStreamReader& zip, RawArchive& out) {
-  TORCH_CHECK_VALUE(zip.hasRecord("data.pkl"), "CLIP archive '", path,
-                    "' is a TorchScript archive without data.pkl (its module and weights)");
+  TORCH_CHECK_VALUE(zip.hasRecord("data.pkl"),
+                    fmt::format("CLIP archive '{}' is a TorchScript archive without data.pkl (its module and weights)",
+                                path));
   PyValuePtr root;
   try {
     root = read_pickle_record(path, zip, "data.pkl", "data/");
   } catch (const c10::ValueError& e) {
-    TORCH_CHECK_VALUE(false, "CLIP archive ", e.what_without_backtrace());
+    TORCH_CHECK_VALUE(false, fmt::format("CLIP archive {}", e.what_without_backtrace()));
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "CLIP archive '", path, "' is a TorchScript archive that could not be read: ",
-                e.what_without_backtrace());
+    TORCH_CHECK(false,
+                fmt::format("CLIP archive '{}' is a TorchScript archive that could not be read: {}",
+                            path, e.what_without_backtrace()));
   }
   TORCH_CHECK_VALUE(root->kind == PyValue::Kind::Object && root->state && root->state->kind == PyValue::Kind::Dict,
-                    "CLIP archive '", path, "' is a TorchScript archive whose data.pkl is not a module ",
-                    "(an object with a dict of attributes)");
+                    fmt::format("CLIP archive '{}' is a TorchScript archive whose data.pkl is not a module (an "
+                                "object with a dict of attributes)", path));
   collect_module_tensors(*root, "", out);
   root.reset();
-  const std::string config = std::string("extra/") + kLakeConfigFile;
+  const std::string config = fmt::format("extra/{}", kLakeConfigFile);
   if (zip.hasRecord(config)) {
-    const std::string vocab = std::string("extra/") + kLakeVocabFile;
+    const std::string vocab = fmt::format("extra/{}", kLakeVocabFile);
     out.lake_config = parse_key_values(read_zip_record(zip, path, config, limits::kMaxCodeRecordBytes,
                                                        "code record size"),
                                        path + ":" + kLakeConfigFile);
@@ -116,38 +119,35 @@ std::map<std::string, at::Tensor> state_dict_tensors(const std::string& path) {
   try {
     value = read_torch_save(path);
   } catch (const c10::ValueError& e) {
-    TORCH_CHECK_VALUE(false, "CLIP archive ", e.what_without_backtrace());
+    TORCH_CHECK_VALUE(false, fmt::format("CLIP archive {}", e.what_without_backtrace()));
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "CLIP archive ", e.what_without_backtrace());
+    TORCH_CHECK(false, fmt::format("CLIP archive {}", e.what_without_backtrace()));
   }
-  TORCH_CHECK_VALUE(value->kind == PyValue::Kind::Dict, "CLIP archive '", path,
-                    "' holds a pickled ", value->kind == PyValue::Kind::Object ? value->s : "non-dict value",
-                    ", expected a state dict (a dict of parameter name -> tensor)");
-  // OpenCLIP training checkpoints wrap the state dict: {"epoch": .., "state_dict": {...}}.
-  for (const auto& [key, val] : value->dict) {
-    if (key->kind == PyValue::Kind::Str && key->s == "state_dict" && val->kind == PyValue::Kind::Dict) {
-      value = val;
-      break;
-    }
+  TORCH_CHECK_VALUE(value->kind == PyValue::Kind::Dict,
+                    fmt::format("CLIP archive '{}' holds a pickled {}, expected a state dict (a dict of parameter "
+                                "name -> tensor)",
+                                path, value->kind == PyValue::Kind::Object ? value->s : "non-dict value"));
+  // Training checkpoints wrap the state dict: {"epoch": .., "state_dict": {...}}.
+  const PyValuePtr* inner = nullptr;
+  for (const char* wrapper : kCheckpointStateDictKeys) {
+    for (const auto& [key, val] : value->dict)
+      if (!inner && key->kind == PyValue::Kind::Str && key->s == wrapper && val->kind == PyValue::Kind::Dict)
+        inner = &val;
   }
+  if (inner) value = *inner;
   std::map<std::string, at::Tensor> out;
-  for (const auto& [key, val] : value->dict) {
-    if (key->kind != PyValue::Kind::Str || val->kind != PyValue::Kind::Tensor) continue;
-    std::string name = key->s;
-    if (name.rfind("module.", 0) == 0) name = name.substr(7);  // DataParallel / DDP prefix
-    out[name] = val->tensor;
-  }
-  TORCH_CHECK_VALUE(!out.empty(), "CLIP archive '", path,
-                    "' is a torch.save file without any named tensors; expected a CLIP state dict");
-  return out;
+  for (const auto& [key, val] : value->dict)
+    if (key->kind == PyValue::Kind::Str && val->kind == PyValue::Kind::Tensor) out[key->s] = val->tensor;
+  TORCH_CHECK_VALUE(!out.empty(),
+                    fmt::format("CLIP archive '{}' is a torch.save file without any named tensors; expected a CLIP "
+                                "state dict", path));
+  return strip_wrapper_prefixes(std::move(out));
 }
 
 std::map<std::string, at::Tensor> safetensors_tensors(const std::string& path, SafetensorsFile file) {
-  std::map<std::string, at::Tensor> out;
-  for (auto& [name, t] : file.tensors)
-    out[name.rfind("module.", 0) == 0 ? name.substr(7) : name] = std::move(t);
-  TORCH_CHECK_VALUE(!out.empty(), "CLIP archive '", path, "' is a safetensors file without any tensors");
-  return out;
+  TORCH_CHECK_VALUE(!file.tensors.empty(),
+                    fmt::format("CLIP archive '{}' is a safetensors file without any tensors", path));
+  return strip_wrapper_prefixes(std::move(file.tensors));
 }
 
 bool is_zip(const std::string& head) {
@@ -155,6 +155,10 @@ bool is_zip(const std::string& head) {
 }
 
 }  // namespace
+
+}  // namespace lake::detail
+
+namespace lake {
 
 std::map<std::string, std::string> parse_key_values(const std::string& text, const std::string& source) {
   std::map<std::string, std::string> out;
@@ -166,18 +170,22 @@ std::map<std::string, std::string> parse_key_values(const std::string& text, con
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || line[0] == '#') continue;
     auto eq = line.find('=');
-    TORCH_CHECK(eq != std::string::npos && eq > 0, source, " line ", lineno,
-                ": expected 'key=value', got '", line, "'");
+    TORCH_CHECK(eq != std::string::npos && eq > 0,
+                fmt::format("{} line {}: expected 'key=value', got '{}'", source, lineno, line));
     out[line.substr(0, eq)] = line.substr(eq + 1);
   }
   return out;
 }
 
+}  // namespace lake
+
+namespace lake::detail {
+
 std::map<std::string, at::Tensor> read_tensor_file(const std::string& path) {
-  TORCH_CHECK_VALUE(file_exists(path), "weights file '", path, "' does not exist or is not readable");
+  TORCH_CHECK_VALUE(file_exists(path), fmt::format("weights file '{}' does not exist or is not readable", path));
   if (looks_like_safetensors(path)) return safetensors_tensors(path, read_safetensors(path));
-  TORCH_CHECK_VALUE(is_zip(read_prefix(path, 4)), "weights file '", path,
-                    "' is neither a safetensors file nor a torch.save zip archive");
+  TORCH_CHECK_VALUE(is_zip(read_prefix(path, 4)),
+                    fmt::format("weights file '{}' is neither a safetensors file nor a torch.save zip archive", path));
   return state_dict_tensors(path);
 }
 
@@ -194,15 +202,16 @@ RawArchive read_archive(const std::string& path) {
       transformers_weights = transformers_weights || std::filesystem::is_regular_file(dir / n);
     const bool transformers = std::filesystem::is_regular_file(dir / "config.json");
     if (has_open_clip_config(path) && !(transformers && transformers_weights)) return read_open_clip_hub(path);
-    TORCH_CHECK_VALUE(transformers, "CLIP archive '", path,
-                      "' is a folder without config.json or open_clip_config.json: expected a transformers CLIP "
-                      "checkpoint (config.json + model.safetensors or pytorch_model.bin), an OpenCLIP hub folder "
-                      "(open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin), or "
-                      "pass a weights file");
+    TORCH_CHECK_VALUE(transformers,
+                      fmt::format("CLIP archive '{}' is a folder without config.json or open_clip_config.json: "
+                                  "expected a transformers CLIP checkpoint (config.json + model.safetensors or "
+                                  "pytorch_model.bin), an OpenCLIP hub folder (open_clip_config.json + "
+                                  "open_clip_model.safetensors or open_clip_pytorch_model.bin), or pass a weights "
+                                  "file", path));
     return read_transformers(path);
   }
   if (index) return read_transformers(path);
-  TORCH_CHECK_VALUE(file_exists(path), "CLIP archive '", path, "' does not exist or is not readable");
+  TORCH_CHECK_VALUE(file_exists(path), fmt::format("CLIP archive '{}' does not exist or is not readable", path));
   // A weights file in the OpenAI naming beside an open_clip_config.json is that hub folder's.
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   const bool open_clip_folder = has_open_clip_config(parent.empty() ? "." : parent.string());
@@ -218,14 +227,15 @@ RawArchive read_archive(const std::string& path) {
   }
   const std::string head = read_prefix(path, 4);
   if (head.size() >= 2 && static_cast<unsigned char>(head[0]) == 0x80) {
-    TORCH_CHECK_VALUE(false, "CLIP archive '", path,
-                      "' is a legacy (pre-zip) torch.save pickle; re-save it with a current torch.save "
-                      "(the default zip format), e.g. torch.save(torch.load(f, weights_only=True), f)");
+    TORCH_CHECK_VALUE(false,
+                      fmt::format("CLIP archive '{}' is a legacy (pre-zip) torch.save pickle; re-save it with a "
+                                  "current torch.save (the default zip format), e.g. torch.save(torch.load(f, "
+                                  "weights_only=True), f)", path));
   }
-  TORCH_CHECK_VALUE(is_zip(head), "CLIP archive '", path,
-                    "' is not a TorchScript archive, torch.save file or safetensors file (expected a zip "
-                    "archive or a safetensors header; the file starts with ", head.size(),
-                    " bytes that are neither)");
+  TORCH_CHECK_VALUE(is_zip(head),
+                    fmt::format("CLIP archive '{}' is not a TorchScript archive, torch.save file or safetensors file "
+                                "(expected a zip archive or a safetensors header; the file starts with {} bytes that "
+                                "are neither)", path, head.size()));
   auto zip = open_zip(path);
   RawArchive out;
   if (zip->hasRecord("constants.pkl") || zip->hasRecord("code/__torch__.py")) {
@@ -237,9 +247,9 @@ RawArchive read_archive(const std::string& path) {
     if (open_clip_folder) return read_open_clip_hub(path, std::move(out.tensors));
     out.kind = ArchiveKind::StateDict;
   } else {
-    TORCH_CHECK_VALUE(false, "CLIP archive '", path,
-                      "' is a zip file but neither a TorchScript archive (no constants.pkl) nor a "
-                      "torch.save file (no data.pkl)");
+    TORCH_CHECK_VALUE(false,
+                      fmt::format("CLIP archive '{}' is a zip file but neither a TorchScript archive (no "
+                                  "constants.pkl) nor a torch.save file (no data.pkl)", path));
   }
   return out;
 }

@@ -7,8 +7,10 @@
 
 #include <charconv>
 
+#include "lake/dtype.h"
 #include "detail/base64.h"
 #include "detail/clip_impl.h"
+#include "detail/format.h"
 
 namespace lake {
 namespace detail {
@@ -22,7 +24,7 @@ std::string lake_export_float(float v) {
 }
 
 std::string lake_export_triple(const float* v) {
-  return lake_export_float(v[0]) + "," + lake_export_float(v[1]) + "," + lake_export_float(v[2]);
+  return fmt::format("{},{},{}", lake_export_float(v[0]), lake_export_float(v[1]), lake_export_float(v[2]));
 }
 
 }  // namespace
@@ -35,28 +37,30 @@ bool is_lake_export(const std::map<std::string, std::string>& metadata) {
 void check_lake_export_config(RawArchive& raw, const std::string& path, int container_version) {
   const auto& cfg = raw.lake_config;
   const std::string& where = raw.lake_config_where;
-  auto fmt = cfg.find("format");
-  TORCH_CHECK_VALUE(fmt != cfg.end() && fmt->second == kLakeExportFormat, "CLIP archive '", path, "': ", where,
-                    " does not say format=", kLakeExportFormat);
+  auto format = cfg.find("format");
+  TORCH_CHECK_VALUE(format != cfg.end() && format->second == kLakeExportFormat,
+                    fmt::format("CLIP archive '{}': {} does not say format={}", path, where, kLakeExportFormat));
   auto ver = cfg.find("format_version");
-  TORCH_CHECK_VALUE(ver != cfg.end(), "CLIP archive '", path, "': ", where, " has no format_version");
+  TORCH_CHECK_VALUE(ver != cfg.end(), fmt::format("CLIP archive '{}': {} has no format_version", path, where));
   const std::string& v = ver->second;
-  TORCH_CHECK_VALUE(v == std::to_string(kLakeExportTorchScriptVersion) || v == std::to_string(kLakeExportVersion),
-                    "CLIP archive '", path, "' is a LAKE export of format version ", v,
-                    "; this build of LAKE reads versions ", kLakeExportTorchScriptVersion, " and ", kLakeExportVersion,
-                    " (upgrade LAKE)");
-  TORCH_CHECK_VALUE(v == std::to_string(container_version), "CLIP archive '", path, "': ", where,
-                    " says format_version=", v, ", but LAKE exports of version ", kLakeExportTorchScriptVersion,
-                    " are TorchScript archives and those of version ", kLakeExportVersion,
-                    " safetensors files (this one is ", container_version == kLakeExportVersion ? "a safetensors file" : "a TorchScript archive", ")");
+  TORCH_CHECK_VALUE(v == fmt::to_string(kLakeExportTorchScriptVersion) || v == fmt::to_string(kLakeExportVersion),
+                    fmt::format("CLIP archive '{}' is a LAKE export of format version {}; this build of LAKE reads "
+                                "versions {} and {} (upgrade LAKE)",
+                                path, v, kLakeExportTorchScriptVersion, kLakeExportVersion));
+  TORCH_CHECK_VALUE(v == fmt::to_string(container_version),
+                    fmt::format("CLIP archive '{}': {} says format_version={}, but LAKE exports of version {} are "
+                                "TorchScript archives and those of version {} safetensors files (this one is {})",
+                                path, where, v, kLakeExportTorchScriptVersion, kLakeExportVersion,
+                                container_version == kLakeExportVersion ? "a safetensors file" : "a TorchScript archive"));
   raw.kind = ArchiveKind::LakeExport;
   auto act = cfg.find("activation");
   if (act != cfg.end()) {
     try {
       raw.activation_hint = parse_activation(act->second);
     } catch (const c10::ValueError&) {
-      TORCH_CHECK_VALUE(false, "CLIP archive '", path, "': ", where, " has activation=", act->second,
-                        ", expected quick_gelu or gelu");
+      TORCH_CHECK_VALUE(false,
+                        fmt::format("CLIP archive '{}': {} has activation={}, expected quick_gelu or gelu",
+                                    path, where, act->second));
     }
   }
 }
@@ -68,13 +72,14 @@ RawArchive read_lake_safetensors(const std::string& path, SafetensorsFile file) 
   out.lake_config_where = "__metadata__";
   auto vocab = out.lake_config.find(kLakeVocabularyKey);
   if (vocab != out.lake_config.end()) {
-    TORCH_CHECK_VALUE(base64_decode(vocab->second, out.vocabulary), "CLIP archive '", path, "': __metadata__ key '",
-                      kLakeVocabularyKey, "' is not valid base64 (", vocab->second.size(), " characters)");
-    out.vocabulary_where = std::string("__metadata__ key '") + kLakeVocabularyKey + "'";
+    TORCH_CHECK_VALUE(base64_decode(vocab->second, out.vocabulary),
+                      fmt::format("CLIP archive '{}': __metadata__ key '{}' is not valid base64 ({} characters)",
+                                  path, kLakeVocabularyKey, vocab->second.size()));
+    out.vocabulary_where = fmt::format("__metadata__ key '{}'", kLakeVocabularyKey);
     out.lake_config.erase(vocab);
   }
   check_lake_export_config(out, path, kLakeExportVersion);
-  TORCH_CHECK_VALUE(!out.tensors.empty(), "CLIP archive '", path, "' is a LAKE export without any tensors");
+  TORCH_CHECK_VALUE(!out.tensors.empty(), fmt::format("CLIP archive '{}' is a LAKE export without any tensors", path));
   return out;
 }
 
@@ -85,11 +90,12 @@ ClipModel clip_from_state_dict(std::map<std::string, at::Tensor> tensors, const 
                                const std::vector<float>& image_std) {
   detail::RawArchive raw;
   raw.kind = ArchiveKind::StateDict;
-  raw.tensors = std::move(tensors);
+  raw.tensors = detail::strip_wrapper_prefixes(std::move(tensors));  // as the file readers do
   raw.lake_config_where = "clip_from_state_dict";
   for (auto [key, v] : {std::pair<const char*, const std::vector<float>*>{"mean", &image_mean}, {"std", &image_std}}) {
     if (v->empty()) continue;
-    TORCH_CHECK_VALUE(v->size() == 3, "clip_from_state_dict: image_", key, " must hold 3 values, got ", v->size());
+    TORCH_CHECK_VALUE(v->size() == 3,
+                      fmt::format("clip_from_state_dict: image_{} must hold 3 values, got {}", key, v->size()));
     raw.lake_config[key] = detail::lake_export_triple(v->data());  // read back by build_clip
   }
   return detail::build_clip(std::move(raw), name, options);
@@ -98,24 +104,23 @@ ClipModel clip_from_state_dict(std::map<std::string, at::Tensor> tensors, const 
 std::map<std::string, std::string> save_clip(const ClipModel& model, const std::string& path,
                                              const SaveClipOptions& options) {
   TORCH_CHECK_VALUE(!path.empty(), "save_clip: the output path is empty");
-  TORCH_CHECK_VALUE(options.dtype == c10::kFloat || options.dtype == c10::kHalf || options.dtype == c10::kBFloat16,
-                    "save_clip: dtype must be float32, float16 or bfloat16, got ", options.dtype);
+  check_dtype(options.dtype, kSaveClipDtypes, "save_clip: dtype");
   const ClipConfig& c = model.config();
   std::map<std::string, std::string> meta{
       {"format", detail::kLakeExportFormat},
-      {"format_version", std::to_string(detail::kLakeExportVersion)},
+      {"format_version", fmt::to_string(detail::kLakeExportVersion)},
       {"activation", to_string(c.activation)},
-      {"image_size", std::to_string(c.image_size)},
-      {"patch_size", std::to_string(c.patch_size)},
-      {"vision_width", std::to_string(c.vision_width)},
-      {"vision_layers", std::to_string(c.vision_layers)},
-      {"vision_heads", std::to_string(c.vision_heads)},
-      {"embed_dim", std::to_string(c.embed_dim)},
-      {"context_length", std::to_string(c.context_length)},
-      {"vocab_size", std::to_string(c.vocab_size)},
-      {"text_width", std::to_string(c.text_width)},
-      {"text_layers", std::to_string(c.text_layers)},
-      {"text_heads", std::to_string(c.text_heads)},
+      {"image_size", fmt::to_string(c.image_size)},
+      {"patch_size", fmt::to_string(c.patch_size)},
+      {"vision_width", fmt::to_string(c.vision_width)},
+      {"vision_layers", fmt::to_string(c.vision_layers)},
+      {"vision_heads", fmt::to_string(c.vision_heads)},
+      {"embed_dim", fmt::to_string(c.embed_dim)},
+      {"context_length", fmt::to_string(c.context_length)},
+      {"vocab_size", fmt::to_string(c.vocab_size)},
+      {"text_width", fmt::to_string(c.text_width)},
+      {"text_layers", fmt::to_string(c.text_layers)},
+      {"text_heads", fmt::to_string(c.text_heads)},
       {"mean", detail::lake_export_triple(c.image_mean)},
       {"std", detail::lake_export_triple(c.image_std)},
       {"source", options.source},
@@ -126,7 +131,9 @@ std::map<std::string, std::string> save_clip(const ClipModel& model, const std::
     try {  // a file whose vocabulary loads, or no file
       (void)Tokenizer::from_bytes(vocabulary, "save_clip: the vocabulary");
     } catch (const c10::Error& e) {
-      TORCH_CHECK_VALUE(false, "save_clip: the vocabulary is not a CLIP BPE merges file: ", e.what_without_backtrace());
+      TORCH_CHECK_VALUE(false,
+                        fmt::format("save_clip: the vocabulary is not a CLIP BPE merges file: {}",
+                                    e.what_without_backtrace()));
     }
     written[detail::kLakeVocabularyKey] = detail::base64_encode(vocabulary);
   }

@@ -5,12 +5,16 @@
 
 #include <algorithm>
 #include <cctype>
-#include <sstream>
+#include <cmath>
+#include <cstring>
+#include <sstream>  // std::istringstream: the mean/std triples
 
+#include "lake/dtype.h"
 #include "lake/models.h"
 #include "detail/strings.h"
 #include "detail/clip_archive.h"
 #include "detail/clip_impl.h"
+#include "detail/format.h"
 
 namespace lake {
 
@@ -20,7 +24,7 @@ Activation parse_activation(const std::string& name) {
   const std::string s = detail::lower(name);
   if (s == "quick_gelu" || s == "quickgelu") return Activation::QuickGELU;
   if (s == "gelu") return Activation::GELU;
-  TORCH_CHECK_VALUE(false, "unknown activation '", name, "': expected 'quick_gelu' or 'gelu'");
+  TORCH_CHECK_VALUE(false, fmt::format("unknown activation '{}': expected 'quick_gelu' or 'gelu'", name));
 }
 
 std::string to_string(ArchiveKind k) {
@@ -36,12 +40,10 @@ std::string to_string(ArchiveKind k) {
 }
 
 std::string ClipConfig::describe() const {
-  std::ostringstream os;
-  os << "ViT(image " << image_size << ", patch " << patch_size << ", width " << vision_width << ", layers "
-     << vision_layers << ", heads " << vision_heads << ", embed " << embed_dim;
-  if (has_text()) os << ", text width " << text_width << " layers " << text_layers;
-  os << ", " << to_string(activation) << ", " << to_string(archive_kind) << ")";
-  return os.str();
+  std::string out = fmt::format("ViT(image {}, patch {}, width {}, layers {}, heads {}, embed {}", image_size,
+                                patch_size, vision_width, vision_layers, vision_heads, embed_dim);
+  if (has_text()) out += fmt::format(", text width {} layers {}", text_width, text_layers);
+  return out + fmt::format(", {}, {})", to_string(activation), to_string(archive_kind));
 }
 
 namespace {
@@ -57,34 +59,35 @@ struct Reader {
 
   const at::Tensor& get(const std::string& name) const {
     auto it = raw.tensors.find(name);
-    TORCH_CHECK_VALUE(it != raw.tensors.end(), "CLIP archive '", path, "' is missing parameter '", name, "'");
+    TORCH_CHECK_VALUE(it != raw.tensors.end(), fmt::format("CLIP archive '{}' is missing parameter '{}'", path, name));
     return it->second;
   }
 
   // The tensor `name` with exactly `shape`.
   const at::Tensor& get(const std::string& name, std::vector<int64_t> shape) const {
     const at::Tensor& t = get(name);
-    TORCH_CHECK_VALUE(t.sizes().vec() == shape, "CLIP archive '", path, "': parameter '", name, "' has shape ",
-                      t.sizes(), ", expected ", at::IntArrayRef(shape));
-    TORCH_CHECK_VALUE(at::isFloatingType(t.scalar_type()), "CLIP archive '", path, "': parameter '", name,
-                      "' has dtype ", t.scalar_type(), ", expected a floating-point tensor");
+    TORCH_CHECK_VALUE(t.sizes().vec() == shape,
+                      fmt::format("CLIP archive '{}': parameter '{}' has shape {}, expected {}",
+                                  path, name, t.sizes(), at::IntArrayRef(shape)));
+    TORCH_CHECK_VALUE(at::isFloatingType(t.scalar_type()),
+                      fmt::format("CLIP archive '{}': parameter '{}' has dtype {}, expected a floating-point tensor",
+                                  path, name, t.scalar_type()));
     return t;
   }
 
-  int64_t count_blocks(const std::string& prefix) const {
-    int64_t n = 0;
-    while (has(prefix + std::to_string(n) + ".attn.in_proj_weight")) ++n;
-    return n;
-  }
+  int64_t count_blocks(const std::string& prefix) const { return detail::count_blocks(raw.tensors, prefix); }
 
   std::string some_keys() const {
-    std::ostringstream os;
+    std::string out;
     int i = 0;
     for (const auto& kv : raw.tensors) {
-      if (i++ == 6) { os << ", ..."; break; }
-      os << (i > 1 ? ", " : "") << "'" << kv.first << "'";
+      if (i++ == 6) {
+        out += ", ...";
+        break;
+      }
+      out += fmt::format("{}'{}'", i > 1 ? ", " : "", kv.first);
     }
-    return os.str();
+    return out;
   }
 
   bool any_key_starts_with(const std::string& prefix) const {
@@ -96,15 +99,17 @@ struct Reader {
 // Rejects what is not a CLIP ViT in the OpenAI layout, naming what was found.
 void check_is_vit(const Reader& r) {
   TORCH_CHECK_VALUE(!(r.any_key_starts_with("visual.layer1.") || r.any_key_starts_with("visual.attnpool.")),
-                    "CLIP archive '", r.path, "' is a ResNet CLIP (found 'visual.layer1.*' / 'visual.attnpool.*'); "
-                    "LAKE needs a ViT image tower (e.g. ViT-B/16, ViT-L/14)");
-  TORCH_CHECK_VALUE(!r.any_key_starts_with("visual.trunk."), "CLIP archive '", r.path,
-                    "' has a timm image tower ('visual.trunk.*'); LAKE reads the OpenAI CLIP ViT layout");
-  TORCH_CHECK_VALUE(!r.any_key_starts_with("visual.attn_pool."), "CLIP archive '", r.path,
-                    "' uses attentional pooling ('visual.attn_pool.*'), which LAKE does not support");
-  TORCH_CHECK_VALUE(r.has("visual.conv1.weight"), "CLIP archive '", r.path,
-                    "' is not a CLIP ViT: no 'visual.conv1.weight' (found ", r.raw.tensors.size(),
-                    " tensors: ", r.some_keys(), ")");
+                    fmt::format("CLIP archive '{}' is a ResNet CLIP (found 'visual.layer1.*' / 'visual.attnpool.*'); "
+                                "LAKE needs a ViT image tower (e.g. ViT-B/16, ViT-L/14)", r.path));
+  TORCH_CHECK_VALUE(!r.any_key_starts_with("visual.trunk."),
+                    fmt::format("CLIP archive '{}' has a timm image tower ('visual.trunk.*'); LAKE reads the OpenAI "
+                                "CLIP ViT layout", r.path));
+  TORCH_CHECK_VALUE(!r.any_key_starts_with("visual.attn_pool."),
+                    fmt::format("CLIP archive '{}' uses attentional pooling ('visual.attn_pool.*'), which LAKE does "
+                                "not support", r.path));
+  TORCH_CHECK_VALUE(r.has("visual.conv1.weight"),
+                    fmt::format("CLIP archive '{}' is not a CLIP ViT: no 'visual.conv1.weight' (found {} tensors: {})",
+                                r.path, r.raw.tensors.size(), r.some_keys()));
 }
 
 // Every tensor under a block prefix must be one we read: anything else (layer scale,
@@ -120,11 +125,12 @@ void check_block_keys(const Reader& r, const std::string& prefix, int64_t n) {
     auto dot = rest.find('.');
     std::string index = rest.substr(0, dot), leaf = dot == std::string::npos ? "" : rest.substr(dot + 1);
     bool ok = std::find(std::begin(known), std::end(known), leaf) != std::end(known);
-    TORCH_CHECK_VALUE(ok, "CLIP archive '", r.path, "' has an unsupported block parameter '", it->first,
-                      "' (LAKE reads the standard OpenAI CLIP residual attention block)");
+    TORCH_CHECK_VALUE(ok,
+                      fmt::format("CLIP archive '{}' has an unsupported block parameter '{}' (LAKE reads the "
+                                  "standard OpenAI CLIP residual attention block)", r.path, it->first));
     TORCH_CHECK_VALUE(!index.empty() && std::all_of(index.begin(), index.end(), ::isdigit) && std::stoll(index) < n,
-                      "CLIP archive '", r.path, "': parameter '", it->first, "' does not belong to blocks 0..",
-                      n - 1, " (is 'attn.in_proj_weight' missing from a block?)");
+                      fmt::format("CLIP archive '{}': parameter '{}' does not belong to blocks 0..{} (is "
+                                  "'attn.in_proj_weight' missing from a block?)", r.path, it->first, n - 1));
   }
 }
 
@@ -132,7 +138,7 @@ std::vector<BlockWeights> read_blocks(const Reader& r, const std::string& prefix
   check_block_keys(r, prefix, n);
   std::vector<BlockWeights> blocks;
   for (int64_t i = 0; i < n; ++i) {
-    const std::string p = prefix + std::to_string(i) + ".";
+    const std::string p = fmt::format("{}{}.", prefix, i);
     BlockWeights b;
     b.ln1_w = r.get(p + "ln_1.weight", {w});
     b.ln1_b = r.get(p + "ln_1.bias", {w});
@@ -157,8 +163,9 @@ int64_t config_int(const RawArchive& raw, const std::string& key, const std::str
   try {
     return std::stoll(it->second);
   } catch (const std::exception&) {
-    TORCH_CHECK_VALUE(false, "CLIP archive '", path, "': ", raw.lake_config_where, " has ", key, "=", it->second,
-                      ", expected an integer");
+    TORCH_CHECK_VALUE(false,
+                      fmt::format("CLIP archive '{}': {} has {}={}, expected an integer",
+                                  path, raw.lake_config_where, key, it->second));
   }
 }
 
@@ -166,15 +173,17 @@ int64_t config_int(const RawArchive& raw, const std::string& key, const std::str
 void check_recorded(const RawArchive& raw, const char* key, int64_t inferred, const std::string& path) {
   if (!raw.lake_config.count(key)) return;
   const int64_t recorded = config_int(raw, key, path);
-  TORCH_CHECK_VALUE(recorded == inferred, "CLIP archive '", path, "': ", raw.lake_config_where, " says ", key, "=",
-                    recorded, " but the weights' shapes give ", key, "=", inferred);
+  TORCH_CHECK_VALUE(recorded == inferred,
+                    fmt::format("CLIP archive '{}': {} says {}={} but the weights' shapes give {}={}",
+                                path, raw.lake_config_where, key, recorded, key, inferred));
 }
 
 int64_t choose_heads(int64_t override_heads, int64_t recorded, int64_t width, const char* tower,
                      const std::string& path) {
   int64_t heads = override_heads > 0 ? override_heads : recorded > 0 ? recorded : width / 64;
-  TORCH_CHECK_VALUE(heads > 0 && width % heads == 0, "CLIP archive '", path, "': ", tower, " width ", width,
-                    " is not divisible into ", heads, " attention heads");
+  TORCH_CHECK_VALUE(heads > 0 && width % heads == 0,
+                    fmt::format("CLIP archive '{}': {} width {} is not divisible into {} attention heads",
+                                path, tower, width, heads));
   return heads;
 }
 
@@ -183,22 +192,23 @@ bool known_gelu_shape(const ClipConfig& c) {
   return c.vision_width == 896 && c.patch_size == 16 && c.image_size == 240;  // ViT-B-16-plus-240
 }
 
-Activation choose_activation(const RawArchive& raw, const ClipConfig& c, const LoadOptions& o,
+Activation choose_activation(const RawArchive& raw, ClipConfig& c, const LoadOptions& o,
                              const std::string& path) {
   if (o.activation) return *o.activation;
   if (raw.activation_hint) return *raw.activation_hint;
   if (known_gelu_shape(c)) return Activation::GELU;
+  // OpenAI's TorchScript archives, transformers and OpenCLIP hub folders without a word on it
+  // are QuickGELU by their kind; a bare state dict only by assumption.
   if (raw.kind == ArchiveKind::StateDict || raw.kind == ArchiveKind::Safetensors) {
-    TORCH_WARN_ONCE("CLIP archive '", path, "' does not record its MLP activation; assuming quick_gelu "
-                    "(OpenAI CLIP). Pass activation='gelu' for OpenCLIP models trained with GELU.");
+    c.activation_assumed = true;
+    TORCH_WARN_ONCE(fmt::format("CLIP archive '{}' does not record its MLP activation; assuming quick_gelu (OpenAI "
+                                "CLIP). Pass activation='gelu' for OpenCLIP models trained with GELU.", path));
   }
   return Activation::QuickGELU;
 }
 
 void check_load_options(const LoadOptions& options) {
-  TORCH_CHECK_VALUE(options.dtype == c10::kFloat || options.dtype == c10::kHalf ||
-                        options.dtype == c10::kBFloat16 || options.dtype == c10::kDouble,
-                    "load_clip: dtype must be float32, float16, bfloat16 or float64, got ", options.dtype);
+  check_dtype(options.dtype, kLoadClipDtypes, "load_clip: dtype");
 }
 
 at::Tensor convert(const at::Tensor& t, const LoadOptions& o) {
@@ -219,6 +229,30 @@ ClipModel load_clip(const std::string& path, const LoadOptions& options) {
 }
 
 namespace detail {
+
+std::map<std::string, at::Tensor> strip_wrapper_prefixes(std::map<std::string, at::Tensor> tensors) {
+  for (const char* prefix : kWrapperPrefixes) {
+    const size_t n = std::strlen(prefix);
+    const bool all = !tensors.empty() && std::all_of(tensors.begin(), tensors.end(), [&](const auto& kv) {
+      return kv.first.compare(0, n, prefix) == 0;
+    });
+    if (!all) continue;
+    std::map<std::string, at::Tensor> stripped;
+    for (auto& [name, t] : tensors) stripped.emplace(name.substr(n), std::move(t));
+    tensors = std::move(stripped);
+  }
+  return tensors;
+}
+
+int64_t count_blocks(const std::map<std::string, at::Tensor>& tensors, const std::string& prefix) {
+  int64_t n = 0;
+  while (tensors.count(fmt::format("{}{}.attn.in_proj_weight", prefix, n))) ++n;
+  return n;
+}
+
+int64_t position_grid(int64_t rows) {
+  return rows < 1 ? 0 : static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(rows - 1))));
+}
 
 namespace {
 
@@ -247,24 +281,29 @@ ClipModel build_clip_pass(RawArchive& raw, const std::string& path, const LoadOp
   ClipConfig& c = impl->config;
   c.archive_kind = raw.kind;
   const at::Tensor& conv1 = r.get("visual.conv1.weight");
-  TORCH_CHECK_VALUE(conv1.dim() == 4 && conv1.size(1) == 3 && conv1.size(2) == conv1.size(3), "CLIP archive '",
-                    path, "': 'visual.conv1.weight' has shape ", conv1.sizes(), ", expected (width, 3, patch, patch)");
+  TORCH_CHECK_VALUE(conv1.dim() == 4 && conv1.size(1) == 3 && conv1.size(2) == conv1.size(3),
+                    fmt::format("CLIP archive '{}': 'visual.conv1.weight' has shape {}, expected (width, 3, patch, "
+                                "patch)", path, conv1.sizes()));
   const int64_t w = conv1.size(0);
   c.vision_width = w;
   c.patch_size = conv1.size(2);
   c.vision_layers = r.count_blocks("visual.transformer.resblocks.");
-  TORCH_CHECK_VALUE(c.vision_layers > 0, "CLIP archive '", path,
-                    "' has no image-tower blocks ('visual.transformer.resblocks.0.attn.in_proj_weight')");
+  TORCH_CHECK_VALUE(c.vision_layers > 0,
+                    fmt::format("CLIP archive '{}' has no image-tower blocks "
+                                "('visual.transformer.resblocks.0.attn.in_proj_weight')", path));
   const at::Tensor& pos = r.get("visual.positional_embedding");
-  TORCH_CHECK_VALUE(pos.dim() == 2 && pos.size(1) == w, "CLIP archive '", path,
-                    "': 'visual.positional_embedding' has shape ", pos.sizes(), ", expected (1 + grid^2, ", w, ")");
-  const int64_t grid = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(pos.size(0) - 1))));
-  TORCH_CHECK_VALUE(grid > 0 && grid * grid + 1 == pos.size(0), "CLIP archive '", path,
-                    "': 'visual.positional_embedding' has ", pos.size(0), " rows, expected 1 + a square grid");
+  TORCH_CHECK_VALUE(pos.dim() == 2 && pos.size(1) == w,
+                    fmt::format("CLIP archive '{}': 'visual.positional_embedding' has shape {}, expected (1 + "
+                                "grid^2, {})", path, pos.sizes(), w));
+  const int64_t grid = detail::position_grid(pos.size(0));
+  TORCH_CHECK_VALUE(grid > 0 && grid * grid + 1 == pos.size(0),
+                    fmt::format("CLIP archive '{}': 'visual.positional_embedding' has {} rows, expected 1 + a square "
+                                "grid", path, pos.size(0)));
   c.image_size = grid * c.patch_size;
   const at::Tensor& vproj = r.get("visual.proj");
-  TORCH_CHECK_VALUE(vproj.dim() == 2 && vproj.size(0) == w, "CLIP archive '", path, "': 'visual.proj' has shape ",
-                    vproj.sizes(), ", expected (", w, ", embed_dim)");
+  TORCH_CHECK_VALUE(vproj.dim() == 2 && vproj.size(0) == w,
+                    fmt::format("CLIP archive '{}': 'visual.proj' has shape {}, expected ({}, embed_dim)",
+                                path, vproj.sizes(), w));
   c.embed_dim = vproj.size(1);
   c.vision_heads = choose_heads(options.vision_heads, config_int(raw, "vision_heads", path), w, "image tower", path);
 
@@ -280,15 +319,17 @@ ClipModel build_clip_pass(RawArchive& raw, const std::string& path, const LoadOp
 
   if (options.load_text && r.has("token_embedding.weight")) {
     const at::Tensor& tok = r.get("token_embedding.weight");
-    TORCH_CHECK_VALUE(tok.dim() == 2, "CLIP archive '", path, "': 'token_embedding.weight' has shape ",
-                      tok.sizes(), ", expected (vocab_size, width)");
+    TORCH_CHECK_VALUE(tok.dim() == 2,
+                      fmt::format("CLIP archive '{}': 'token_embedding.weight' has shape {}, expected (vocab_size, "
+                                  "width)", path, tok.sizes()));
     const int64_t tw = tok.size(1);
     c.vocab_size = tok.size(0);
     c.text_width = tw;
     c.context_length = r.get("positional_embedding").size(0);
     c.text_layers = r.count_blocks("transformer.resblocks.");
-    TORCH_CHECK_VALUE(c.text_layers > 0, "CLIP archive '", path,
-                      "' has a token embedding but no text blocks ('transformer.resblocks.0.attn.in_proj_weight')");
+    TORCH_CHECK_VALUE(c.text_layers > 0,
+                      fmt::format("CLIP archive '{}' has a token embedding but no text blocks "
+                                  "('transformer.resblocks.0.attn.in_proj_weight')", path));
     c.text_heads = choose_heads(options.text_heads, config_int(raw, "text_heads", path), tw, "text tower", path);
     impl->token_emb = r.get("token_embedding.weight", {c.vocab_size, tw});
     impl->text_pos = r.get("positional_embedding", {c.context_length, tw});
@@ -328,8 +369,9 @@ ClipModel build_clip_pass(RawArchive& raw, const std::string& path, const LoadOp
       }
       ok = ok && part.find_first_not_of(' ', used) == std::string::npos && ++i <= 3;
     }
-    TORCH_CHECK_VALUE(ok && i == 3, "CLIP archive '", path, "': ", raw.lake_config_where, " has ", key, "=",
-                      it->second, ", expected three comma-separated numbers");
+    TORCH_CHECK_VALUE(ok && i == 3,
+                      fmt::format("CLIP archive '{}': {} has {}={}, expected three comma-separated numbers",
+                                  path, raw.lake_config_where, key, it->second));
     std::copy(values, values + 3, dst);
   }
 
@@ -348,8 +390,9 @@ ClipModel build_clip_pass(RawArchive& raw, const std::string& path, const LoadOp
     try {
       impl->tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_bytes(raw.vocabulary, path + ":" + raw.vocabulary_where));
     } catch (const c10::Error& e) {
-      TORCH_CHECK_VALUE(false, "CLIP archive '", path, "': its embedded vocabulary (", raw.vocabulary_where,
-                        ") does not load: ", e.what_without_backtrace());
+      TORCH_CHECK_VALUE(false,
+                        fmt::format("CLIP archive '{}': its embedded vocabulary ({}) does not load: {}",
+                                    path, raw.vocabulary_where, e.what_without_backtrace()));
     }
   }
   impl->vocabulary = std::move(raw.vocabulary);

@@ -10,9 +10,9 @@
 #include <fstream>
 #include <regex>
 #include <set>
-#include <sstream>
 
 #include "detail/clip_archive.h"
+#include "detail/format.h"
 #include "detail/json_file.h"
 
 namespace lake::detail {
@@ -30,8 +30,8 @@ struct Tower {
   int64_t num(const char* key, int64_t dflt, const fs::path& cfg) const {
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) return dflt;
-    TORCH_CHECK_VALUE(it->is_number_integer(), "'", cfg.string(), "': ", label(key), " is ", it->dump(),
-                      ", expected an integer");
+    TORCH_CHECK_VALUE(it->is_number_integer(),
+                      fmt::format("'{}': {} is {}, expected an integer", cfg.string(), label(key), it->dump()));
     return it->get<int64_t>();
   }
   double real(const char* key, double dflt) const {
@@ -48,17 +48,19 @@ struct Tower {
 struct Checker {
   std::string cfg, weights;
   void expect(int64_t from_config, int64_t from_tensor, const std::string& key, const std::string& tensor_what) const {
-    TORCH_CHECK_VALUE(from_config == from_tensor, "transformers checkpoint: '", cfg, "' says ", key, " = ",
-                      from_config, " but the weights '", weights, "' have ", tensor_what, " = ", from_tensor);
+    TORCH_CHECK_VALUE(from_config == from_tensor,
+                      fmt::format("transformers checkpoint: '{}' says {} = {} but the weights '{}' have {} = {}",
+                                  cfg, key, from_config, weights, tensor_what, from_tensor));
   }
 };
 
 std::string shard_file(const fs::path& index, const json& v) {
-  TORCH_CHECK_VALUE(v.is_string(), "'", index.string(), "': a weight_map value is ", v.dump(), ", expected a file name");
+  TORCH_CHECK_VALUE(v.is_string(),
+                    fmt::format("'{}': a weight_map value is {}, expected a file name", index.string(), v.dump()));
   const std::string name = v.get<std::string>();
   TORCH_CHECK_VALUE(!name.empty() && name.find('/') == std::string::npos && name.find('\\') == std::string::npos &&
                         name != "." && name != "..",
-                    "'", index.string(), "': shard '", name, "' is not a plain file name in the same folder");
+                    fmt::format("'{}': shard '{}' is not a plain file name in the same folder", index.string(), name));
   return name;
 }
 
@@ -66,20 +68,21 @@ std::string shard_file(const fs::path& index, const json& v) {
 std::map<std::string, at::Tensor> read_sharded(const fs::path& index) {
   const json j = read_json_object(index);
   auto wm = j.find("weight_map");
-  TORCH_CHECK_VALUE(wm != j.end() && wm->is_object() && !wm->empty(), "'", index.string(),
-                    "' has no \"weight_map\" object naming the shard of each tensor");
+  TORCH_CHECK_VALUE(wm != j.end() && wm->is_object() && !wm->empty(),
+                    fmt::format("'{}' has no \"weight_map\" object naming the shard of each tensor", index.string()));
   std::map<std::string, std::set<std::string>> by_shard;
   for (auto it = wm->begin(); it != wm->end(); ++it) by_shard[shard_file(index, *it)].insert(it.key());
   std::map<std::string, at::Tensor> out;
   for (const auto& [shard, names] : by_shard) {
     const fs::path file = index.parent_path() / shard;
-    TORCH_CHECK_VALUE(fs::is_regular_file(file), "shard '", file.string(), "' listed in '", index.string(),
-                      "' is missing");
+    TORCH_CHECK_VALUE(fs::is_regular_file(file),
+                      fmt::format("shard '{}' listed in '{}' is missing", file.string(), index.string()));
     auto tensors = read_tensor_file(file.string());
     for (const auto& n : names) {
       auto it = tensors.find(n);
-      TORCH_CHECK_VALUE(it != tensors.end(), "'", index.string(), "' puts tensor '", n, "' in shard '",
-                        file.string(), "', which does not hold it");
+      TORCH_CHECK_VALUE(it != tensors.end(),
+                        fmt::format("'{}' puts tensor '{}' in shard '{}', which does not hold it",
+                                    index.string(), n, file.string()));
       out[n] = it->second;
     }
   }
@@ -119,17 +122,18 @@ std::string map_name(const std::string& n, const std::string& file) {
     if (l != leaf.end()) return prefix + l->second;
     if (std::regex_match(m[3].str(), std::regex(R"(self_attn\.[qkv]_proj\.(weight|bias))"))) return "";  // below
   }
-  TORCH_CHECK_VALUE(false, "transformers checkpoint '", file, "' has tensor '", n,
-                    "', which is not part of a CLIP ViT (LAKE reads transformers' CLIPModel and "
-                    "CLIPVisionModelWithProjection)");
+  TORCH_CHECK_VALUE(false,
+                    fmt::format("transformers checkpoint '{}' has tensor '{}', which is not part of a CLIP ViT (LAKE "
+                                "reads transformers' CLIPModel and CLIPVisionModelWithProjection)", file, n));
 }
 
 void map_tensors(const std::map<std::string, at::Tensor>& hf, const std::string& file, RawArchive& out) {
   static const std::regex qkv(R"(^(vision|text)_model\.encoder\.layers\.(\d+)\.self_attn\.q_proj\.(weight|bias)$)");
   for (const auto& [n, t] : hf) {
     if (n == "visual_projection.weight" || n == "text_projection.weight") {
-      TORCH_CHECK_VALUE(t.dim() == 2, "transformers checkpoint '", file, "': '", n, "' has shape ", t.sizes(),
-                        ", expected (projection_dim, hidden_size)");
+      TORCH_CHECK_VALUE(t.dim() == 2,
+                        fmt::format("transformers checkpoint '{}': '{}' has shape {}, expected (projection_dim, "
+                                    "hidden_size)", file, n, t.sizes()));
       out.tensors[n == "visual_projection.weight" ? "visual.proj" : "text_projection"] = t.t().contiguous();
       continue;
     }
@@ -141,10 +145,11 @@ void map_tensors(const std::map<std::string, at::Tensor>& hf, const std::string&
     std::vector<at::Tensor> parts;
     for (const char* p : {"q_proj.", "k_proj.", "v_proj."}) {
       auto it = hf.find(base + p + g[3].str());
-      TORCH_CHECK_VALUE(it != hf.end(), "transformers checkpoint '", file, "' is missing tensor '",
-                        base + p + g[3].str(), "'");
-      TORCH_CHECK_VALUE(it->second.sizes() == t.sizes(), "transformers checkpoint '", file, "': '", it->first,
-                        "' has shape ", it->second.sizes(), " but '", n, "' has ", t.sizes());
+      TORCH_CHECK_VALUE(it != hf.end(),
+                        fmt::format("transformers checkpoint '{}' is missing tensor '{}'", file, base + p + g[3].str()));
+      TORCH_CHECK_VALUE(it->second.sizes() == t.sizes(),
+                        fmt::format("transformers checkpoint '{}': '{}' has shape {} but '{}' has {}",
+                                    file, it->first, it->second.sizes(), n, t.sizes()));
       parts.push_back(it->second);
     }
     const std::string prefix = (g[1] == "vision" ? "visual.transformer.resblocks." : "transformer.resblocks.") +
@@ -154,24 +159,20 @@ void map_tensors(const std::map<std::string, at::Tensor>& hf, const std::string&
   for (const auto& [n, t] : hf) {  // k/v without q would be dropped silently otherwise
     if (std::regex_match(n, std::regex(R"(.*\.self_attn\.[kv]_proj\.(weight|bias)$)"))) {
       std::string q = std::regex_replace(n, std::regex(R"(\.self_attn\.[kv]_proj\.)"), ".self_attn.q_proj.");
-      TORCH_CHECK_VALUE(hf.count(q), "transformers checkpoint '", file, "' is missing tensor '", q, "'");
+      TORCH_CHECK_VALUE(hf.count(q), fmt::format("transformers checkpoint '{}' is missing tensor '{}'", file, q));
     }
   }
 }
 
-int64_t count_layers(const std::map<std::string, at::Tensor>& t, const std::string& prefix) {
-  int64_t n = 0;
-  while (t.count(prefix + std::to_string(n) + ".attn.in_proj_weight")) ++n;
-  return n;
-}
-
 Activation tower_activation(const Tower& tw, const std::string& cfg) {
   const std::string act = tw.str("hidden_act", "quick_gelu");
-  TORCH_CHECK_VALUE(act == "quick_gelu" || act == "gelu", "transformers checkpoint: '", cfg, "' has ",
-                    tw.label("hidden_act"), " = '", act, "'; LAKE supports 'quick_gelu' and 'gelu'");
+  TORCH_CHECK_VALUE(act == "quick_gelu" || act == "gelu",
+                    fmt::format("transformers checkpoint: '{}' has {} = '{}'; LAKE supports 'quick_gelu' and 'gelu'",
+                                cfg, tw.label("hidden_act"), act));
   const double eps = tw.real("layer_norm_eps", kSupportedLayerNormEps);
-  TORCH_CHECK_VALUE(std::abs(eps - kSupportedLayerNormEps) <= 1e-12, "transformers checkpoint: '", cfg, "' has ",
-                    tw.label("layer_norm_eps"), " = ", eps, "; LAKE's CLIP layer norms use 1e-05");
+  TORCH_CHECK_VALUE(std::abs(eps - kSupportedLayerNormEps) <= 1e-12,
+                    fmt::format("transformers checkpoint: '{}' has {} = {:g}; LAKE's CLIP layer norms use 1e-05",
+                                cfg, tw.label("layer_norm_eps"), eps));
   return parse_activation(act);
 }
 
@@ -182,21 +183,21 @@ void check_tower(const Tower& tw, const RawArchive& raw, bool vision, const Chec
   const int64_t width = emb.size(vision ? 0 : 1);
   c.expect(tw.num("hidden_size", vision ? 768 : 512, c.cfg), width, tw.label("hidden_size"),
            vision ? "patch_embedding width" : "token_embedding width");
-  c.expect(tw.num("num_hidden_layers", 12, c.cfg), count_layers(t, p), tw.label("num_hidden_layers"), "layers");
+  c.expect(tw.num("num_hidden_layers", 12, c.cfg), count_blocks(t, p), tw.label("num_hidden_layers"), "layers");
   c.expect(tw.num("intermediate_size", 4 * width, c.cfg), 4 * width, tw.label("intermediate_size"),
            "4 x hidden_size (the only MLP width LAKE's CLIP blocks support)");
   const int64_t heads = tw.num("num_attention_heads", vision ? 12 : 8, c.cfg);
-  TORCH_CHECK_VALUE(heads > 0 && width % heads == 0, "transformers checkpoint: '", c.cfg, "' has ",
-                    tw.label("num_attention_heads"), " = ", heads, ", which does not divide hidden_size ", width);
+  TORCH_CHECK_VALUE(heads > 0 && width % heads == 0,
+                    fmt::format("transformers checkpoint: '{}' has {} = {}, which does not divide hidden_size {}",
+                                c.cfg, tw.label("num_attention_heads"), heads, width));
   if (vision) {
     const int64_t patch = emb.size(2);
     c.expect(tw.num("patch_size", 32, c.cfg), patch, tw.label("patch_size"), "patch_embedding kernel size");
     auto pos = t.find("visual.positional_embedding");
     if (pos != t.end() && pos->second.dim() == 2) {
-      const int64_t grid = static_cast<int64_t>(std::llround(std::sqrt(double(pos->second.size(0) - 1))));
+      const int64_t grid = position_grid(pos->second.size(0));
       c.expect(tw.num("image_size", 224, c.cfg), grid * patch, tw.label("image_size"),
-               "image size (position_embedding rows 1 + " + std::to_string(grid) + "^2, patch " +
-                   std::to_string(patch) + ")");
+               fmt::format("image size (position_embedding rows 1 + {}^2, patch {})", grid, patch));
     }
   } else {
     c.expect(tw.num("vocab_size", 49408, c.cfg), emb.size(0), tw.label("vocab_size"), "token_embedding rows");
@@ -221,13 +222,13 @@ RawArchive read_transformers(const std::string& path) {
   const fs::path folder = is_dir ? p : (p.has_parent_path() ? p.parent_path() : fs::path("."));
   const fs::path cfg_file = folder / "config.json";
   if (is_dir) {
-    TORCH_CHECK_VALUE(fs::is_regular_file(cfg_file), "CLIP archive '", path,
-                      "' is a folder without config.json: expected a transformers CLIP checkpoint "
-                      "(config.json + model.safetensors) or pass a weights file");
+    TORCH_CHECK_VALUE(fs::is_regular_file(cfg_file),
+                      fmt::format("CLIP archive '{}' is a folder without config.json: expected a transformers CLIP "
+                                  "checkpoint (config.json + model.safetensors) or pass a weights file", path));
   } else {
-    TORCH_CHECK_VALUE(fs::is_regular_file(cfg_file), "CLIP archive '", path,
-                      "' holds transformers-named weights (vision_model.*, text_model.*) but there is no "
-                      "config.json beside it ('", cfg_file.string(), "')");
+    TORCH_CHECK_VALUE(fs::is_regular_file(cfg_file),
+                      fmt::format("CLIP archive '{}' holds transformers-named weights (vision_model.*, text_model.*) "
+                                  "but there is no config.json beside it ('{}')", path, cfg_file.string()));
   }
   const std::string cfg = cfg_file.string();
   const json j = read_json_object(cfg_file);
@@ -244,9 +245,10 @@ RawArchive read_transformers(const std::string& path) {
   } else if (model_type == "clip_vision_model") {
     vision = Tower{"", j};
   } else {
-    TORCH_CHECK_VALUE(false, "CLIP archive '", path, "': '", cfg, "' has model_type '", model_type,
-                      "'; LAKE reads transformers CLIP checkpoints (model_type 'clip' or 'clip_vision_model')",
-                      model_type == "clip_text_model" ? " with an image tower" : "");
+    TORCH_CHECK_VALUE(false,
+                      fmt::format("CLIP archive '{}': '{}' has model_type '{}'; LAKE reads transformers CLIP "
+                                  "checkpoints (model_type 'clip' or 'clip_vision_model'){}",
+                                  path, cfg, model_type, model_type == "clip_text_model" ? " with an image tower" : ""));
   }
 
   // The weights: the given file, or the folder's single / sharded file.
@@ -256,9 +258,10 @@ RawArchive read_transformers(const std::string& path) {
       if (weights.empty() && fs::is_regular_file(folder / n)) weights = folder / n;
     for (const char* n : {"model.safetensors.index.json", "pytorch_model.bin.index.json"})
       if (weights.empty() && index.empty() && fs::is_regular_file(folder / n)) index = folder / n;
-    TORCH_CHECK_VALUE(!weights.empty() || !index.empty(), "CLIP archive '", path,
-                      "' has config.json but no weights (model.safetensors, model.safetensors.index.json, "
-                      "pytorch_model.bin or pytorch_model.bin.index.json)");
+    TORCH_CHECK_VALUE(!weights.empty() || !index.empty(),
+                      fmt::format("CLIP archive '{}' has config.json but no weights (model.safetensors, "
+                                  "model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json)",
+                                  path));
   } else if (p.filename().string().size() > 11 &&
              p.filename().string().substr(p.filename().string().size() - 11) == ".index.json") {
     index = p;
@@ -281,23 +284,26 @@ RawArchive read_transformers(const std::string& path) {
   RawArchive out;
   out.kind = ArchiveKind::Transformers;
   map_tensors(hf, wname, out);
-  TORCH_CHECK_VALUE(out.tensors.count("visual.conv1.weight"), "CLIP archive '", path,
-                    "': the weights '", wname, "' have no image tower ('vision_model.embeddings.patch_embedding.weight')");
-  TORCH_CHECK_VALUE(out.tensors.count("visual.proj"), "CLIP archive '", path, "': the weights '", wname,
-                    "' have no 'visual_projection.weight' (a CLIPVisionModel without projection?); LAKE needs "
-                    "CLIPModel or CLIPVisionModelWithProjection");
+  TORCH_CHECK_VALUE(out.tensors.count("visual.conv1.weight"),
+                    fmt::format("CLIP archive '{}': the weights '{}' have no image tower "
+                                "('vision_model.embeddings.patch_embedding.weight')", path, wname));
+  TORCH_CHECK_VALUE(out.tensors.count("visual.proj"),
+                    fmt::format("CLIP archive '{}': the weights '{}' have no 'visual_projection.weight' (a "
+                                "CLIPVisionModel without projection?); LAKE needs CLIPModel or "
+                                "CLIPVisionModelWithProjection", path, wname));
   const Checker c{cfg, wname};
   const int64_t proj = j.contains("projection_dim") && j["projection_dim"].is_number_integer()
                            ? j["projection_dim"].get<int64_t>() : 512;
   c.expect(proj, out.tensors.at("visual.proj").size(1), "projection_dim", "visual_projection rows");
   check_tower(*vision, out, true, c);
   Activation act = tower_activation(*vision, cfg);
-  out.lake_config["vision_heads"] = std::to_string(vision->num("num_attention_heads", 12, cfg));
+  out.lake_config["vision_heads"] = fmt::to_string(vision->num("num_attention_heads", 12, cfg));
   if (text && out.tensors.count("token_embedding.weight")) {
     check_tower(*text, out, false, c);
-    TORCH_CHECK_VALUE(tower_activation(*text, cfg) == act, "transformers checkpoint: '", cfg,
-                      "' uses different activations in its towers; LAKE needs one for both");
-    out.lake_config["text_heads"] = std::to_string(text->num("num_attention_heads", 8, cfg));
+    TORCH_CHECK_VALUE(tower_activation(*text, cfg) == act,
+                      fmt::format("transformers checkpoint: '{}' uses different activations in its towers; LAKE "
+                                  "needs one for both", cfg));
+    out.lake_config["text_heads"] = fmt::to_string(text->num("num_attention_heads", 8, cfg));
   }
   out.activation_hint = act;
   return out;

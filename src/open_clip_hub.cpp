@@ -168,12 +168,6 @@ struct Checker {
   }
 };
 
-int64_t count_blocks(const RawArchive& raw, const std::string& prefix) {
-  int64_t n = 0;
-  while (raw.tensors.count(prefix + std::to_string(n) + ".attn.in_proj_weight")) ++n;
-  return n;
-}
-
 void check_mlp_ratio(const Section& s, const RawArchive& raw, const std::string& prefix, int64_t width,
                      const Checker& c) {
   const double ratio = s.real("mlp_ratio", kMlpRatio);
@@ -213,10 +207,10 @@ int64_t check_vision(const Section& v, const RawArchive& raw, int64_t embed_dim,
   const at::Tensor& conv1 = c.tensor(raw, "visual.conv1.weight", 4);
   const int64_t width = conv1.size(0), patch = conv1.size(2);
   c.expect(v.num("width", 768), width, v.label("width"), "'visual.conv1.weight' width");
-  c.expect(v.num("layers", 12), count_blocks(raw, p), v.label("layers"), "image-tower blocks");
+  c.expect(v.num("layers", 12), count_blocks(raw.tensors, p), v.label("layers"), "image-tower blocks");
   c.expect(v.side("patch_size", 16), patch, v.label("patch_size"), "'visual.conv1.weight' kernel size");
   const at::Tensor& pe = c.tensor(raw, "visual.positional_embedding", 2);
-  const int64_t grid = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(pe.size(0) - 1))));
+  const int64_t grid = position_grid(pe.size(0));
   c.expect(v.side("image_size", 224), grid * patch, v.label("image_size"),
            "image size (visual.positional_embedding rows " + std::to_string(pe.size(0)) + " = 1 + " +
                std::to_string(grid) + "^2, patch " + std::to_string(patch) + ")");
@@ -252,7 +246,7 @@ int64_t check_text(const Section& t, const RawArchive& raw, int64_t embed_dim, c
   c.expect(t.num("vocab_size", 49408), tok.size(0), t.label("vocab_size"), "'token_embedding.weight' rows");
   c.expect(t.num("context_length", 77), c.tensor(raw, "positional_embedding", 2).size(0), t.label("context_length"),
            "'positional_embedding' rows");
-  c.expect(t.num("layers", 12), count_blocks(raw, p), t.label("layers"), "text blocks");
+  c.expect(t.num("layers", 12), count_blocks(raw.tensors, p), t.label("layers"), "text blocks");
   check_mlp_ratio(t, raw, p, width, c);
   c.expect(embed_dim, c.tensor(raw, "text_projection", 2).size(1), "model_cfg.embed_dim",
            "'text_projection' columns");

@@ -41,6 +41,10 @@ struct ClipConfig {
   int64_t text_layers = 0;
   int64_t text_heads = 0;
   Activation activation = Activation::QuickGELU;
+  /// True when nothing said which activation the MLP uses (not the options, the archive,
+  /// its config nor its shapes: a bare state dict), so `activation` is QuickGELU by
+  /// assumption; pylake.export refuses to record an assumption.
+  bool activation_assumed = false;
   ArchiveKind archive_kind = ArchiveKind::StateDict;
   float image_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};  ///< CLIP normalisation
   float image_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "lake/clip_config.h"
+#include "lake/dtype.h"  // the dtype names LoadOptions / SaveClipOptions take
 #include "lake/tokenizer.h"
 
 namespace lake {
@@ -117,9 +118,19 @@ class ClipModel {
 /// not an archive, truncated archive, missing or misshapen parameters, ResNet CLIP.
 ClipModel load_clip(const std::string& path, const LoadOptions& options = {});
 
+/// The keys under which training checkpoints keep their state dict (OpenCLIP's
+/// {"epoch": .., "state_dict": {...}}, others' "model" / "model_state_dict"), tried in order by
+/// `load_clip` (a torch.save file) and by pylake.export (a mapping in memory).
+inline constexpr const char* kCheckpointStateDictKeys[] = {"state_dict", "model", "model_state_dict"};
+
+/// The prefixes wrappers put before every parameter name, removed in this order while every
+/// name has one (by `load_clip` and `clip_from_state_dict`): DataParallel /
+/// DistributedDataParallel ("module."), torch.compile ("_orig_mod.").
+inline constexpr const char* kWrapperPrefixes[] = {"module.", "_orig_mod."};
+
 /// Builds a CLIP ViT from tensors in memory, named in the OpenAI layout ("visual.conv1.weight",
-/// ...; what `parameter_names()` lists), exactly as `load_clip` builds one from a state dict
-/// file: the architecture inferred from the shapes and every shape checked. The tensors are
+/// ...; what `parameter_names()` lists; kWrapperPrefixes removed), exactly as `load_clip` builds
+/// one from a state dict file: the architecture inferred from the shapes and every shape checked. The tensors are
 /// shared, not copied, where they already have the compute dtype and device. `name` stands for
 /// the file in errors and becomes `path()`. `image_mean` / `image_std`: 3 values each, the
 /// normalisation recorded in the config (empty: OpenAI's).

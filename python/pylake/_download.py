@@ -4,7 +4,11 @@
 
 * ``dest`` never exists unless it is complete and, when ``sha256`` is given,
   verified: bytes go to ``<dest>.incomplete`` and are fsynced and
-  ``os.replace``d into place at the end.
+  ``os.replace``d into place at the end. (Not LAKE's one atomic writer,
+  ``_C.write_file_atomically``, on purpose: that one writes bytes in memory and
+  removes its temporary file on failure, while this partial file is streamed,
+  kept on failure and appended to by the next call; and this module runs
+  without the compiled extension.)
 * An interrupted download is resumed by the next call (``Range`` request). The
   validator of the partial file (ETag / Last-Modified / size) is kept next to it
   in ``<dest>.incomplete.json`` and sent as ``If-Range``; a ``206`` whose
@@ -177,6 +181,7 @@ def _read_meta(path: str) -> dict | None:
 
 
 def _write_meta(path: str, meta: dict) -> None:
+    # The partial file's sidecar, replaced whole (no fsync: a lost one only restarts the download).
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(meta, f)

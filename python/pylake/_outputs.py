@@ -9,7 +9,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
@@ -27,25 +26,15 @@ INCOMPLETE = "INCOMPLETE"  # the marker file of a run that has not finished (or 
 # ----------------------------------------------------------------------------- files
 
 def write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed,
-    then renamed over ``path``. On failure the temporary file is removed and an existing
-    file at ``path`` is left as it was."""
+    """Write ``data`` to ``path`` atomically, through LAKE's one atomic writer
+    (``lake::write_file_atomically``, GIL released): a temporary file in the same folder,
+    fsynced, then renamed over ``path``. On failure (a ValueError when the temporary file
+    cannot be created, a RuntimeError when writing fails, naming the file and the cause) the
+    temporary file is removed and an existing file at ``path`` is left as it was. Missing
+    parent folders are created first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    _C.write_file_atomically(path, data, "write_bytes")
     return path
 
 

@@ -37,13 +37,17 @@ from ._tokenize import Tokenizer, default_vocabulary_path
 __all__ = ["export_clip", "default_vocab_path", "add_arguments", "run", "main", "ACTIVATIONS", "DTYPES"]
 
 ACTIVATIONS = ("quick_gelu", "gelu")
-DTYPES = ("float32", "float16", "bfloat16")
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+DTYPES = tuple(_C.save_clip_dtypes)  # lake::kSaveClipDtypes (lake/dtype.h): what save_clip writes
 
 
 # --------------------------------------------------------------------------
 # what the model is
 # --------------------------------------------------------------------------
+# The architecture (widths, layers, patch size, grid, embedding size, default heads, wrapper
+# prefixes, whether the activation is known) is inferred by C++ alone
+# (lake::clip_from_state_dict / lake::load_clip, src/clip_loader.cpp). What is here is what
+# only a live nn.Module knows and its state dict cannot say: the wrapper object around it, its
+# MLP activation class, its attention modules' head counts and its normalisation attributes.
 
 def _unwrap_module(model: nn.Module) -> nn.Module:
     """The module inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
@@ -59,18 +63,11 @@ def _unwrap_module(model: nn.Module) -> nn.Module:
         model = inner
 
 
-def _strip_prefix(sd: Mapping[str, Any]) -> Dict[str, Any]:
-    sd = dict(sd)
-    for prefix in ("module.", "_orig_mod."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
-
-
 def _state_dict_of(obj: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
-    """A state dict from a plain one or a training checkpoint (``{"state_dict": {...}}``),
-    "module." removed."""
-    for key in ("state_dict", "model", "model_state_dict"):
+    """A state dict from a plain one or a training checkpoint (``{"state_dict": {...}}``, the
+    keys C++ tries in a torch.save file: ``_C.checkpoint_state_dict_keys``). Wrapper prefixes
+    ("module.") are C++'s to remove (lake::clip_from_state_dict)."""
+    for key in _C.checkpoint_state_dict_keys:
         inner = obj.get(key)
         if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
             obj = inner
@@ -80,7 +77,7 @@ def _state_dict_of(obj: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
         raise ValueError(f"expected a state dict (names -> tensors): entries {bad[:5]} are not tensors")
     if not obj:
         raise ValueError("expected a state dict (names -> tensors), got an empty mapping")
-    return _strip_prefix(obj)
+    return dict(obj)
 
 
 def _class_names(mod: nn.Module) -> Tuple[str, ...]:
@@ -96,7 +93,8 @@ def _submodule(model: nn.Module, name: str) -> Optional[nn.Module]:
 
 
 def _detect_activation(model: nn.Module) -> str:
-    """'quick_gelu' / 'gelu' from the class of the first vision block's MLP activation."""
+    """'quick_gelu' / 'gelu' from the class of the first vision block's MLP activation (a state
+    dict holds no activation: C++ can only assume one, see ClipConfig.activation_assumed)."""
     mlp = _submodule(model, "visual.transformer.resblocks.0.mlp")
     children = dict(mlp.named_children()) if mlp is not None else {}
     act = children.get("gelu")
@@ -117,14 +115,16 @@ def _detect_activation(model: nn.Module) -> str:
 
 
 def _heads_of(model: nn.Module, attn_name: str) -> int:
-    """The module's own head count; 0 (C++: width / 64, OpenAI's rule) when it has none."""
+    """The module's own head count (the state dict's in_proj_weight is (3D, D) for any head
+    count); 0 (C++: recorded, else width / 64, OpenAI's rule) when it has none."""
     attn = _submodule(model, attn_name)
     heads = getattr(attn, "num_heads", None) if attn is not None else None
     return heads if isinstance(heads, int) and heads > 0 else 0
 
 
 def _normalisation_of(model: nn.Module) -> Tuple[list, list]:
-    """open_clip's ``visual.preprocess_cfg`` / ``image_mean`` / ``image_std``, else [] (OpenAI's)."""
+    """open_clip's ``visual.preprocess_cfg`` / ``image_mean`` / ``image_std`` (module attributes,
+    not tensors), else [] (C++: OpenAI's)."""
     visual = getattr(model, "visual", None)
     cfg = getattr(visual, "preprocess_cfg", None) if visual is not None else None
     cfg = cfg if isinstance(cfg, Mapping) else {}
@@ -143,18 +143,31 @@ def _normalisation_of(model: nn.Module) -> Tuple[list, list]:
 
 
 def _as_clip_model(model: Any, activation: Optional[str]) -> ClipModel:
-    """A ClipModel built by the C++ loader from whatever ``model`` is."""
+    """A ClipModel built by the C++ loader from whatever ``model`` is. An export records the
+    activation, so one that C++ could only assume (``config.activation_assumed``: a bare state
+    dict, in memory or a file) is a ValueError rather than the loader's warning."""
     if isinstance(model, ClipModel):
         return model
-    if isinstance(model, (str, os.PathLike)):
-        with warnings.catch_warnings():  # the error below says it better
-            warnings.filterwarnings("ignore", message=".*does not record its MLP activation")
-            clip = load_clip(model, activation=activation)
-        if activation is None and clip.config.archive_kind in ("state_dict", "safetensors"):
-            raise ValueError(f"{os.fspath(model)} is a bare state dict, which does not say which activation "
-                             "its MLP uses: pass activation='quick_gelu' (OpenAI CLIP) or 'gelu' (most "
-                             "OpenCLIP-trained models); CLI: --activation")
-        return clip
+    with warnings.catch_warnings():  # the error below says it better
+        warnings.filterwarnings("ignore", message=".*does not record its MLP activation")
+        if isinstance(model, (str, os.PathLike)):
+            clip, what = load_clip(model, activation=activation), f"{os.fspath(model)} is a bare state dict, which"
+        elif isinstance(model, (nn.Module, Mapping)):
+            clip, what = _from_memory(model, activation), "a bare state dict"
+        else:
+            raise ValueError(f"cannot export a {type(model).__name__}: expected a path or model name, a "
+                             "pylake.ClipModel, an open_clip CLIP module, an OpenAI TorchScript module or a "
+                             "state dict")
+    if clip.config.activation_assumed:
+        raise ValueError(f"{what} does not say which activation its MLP uses: pass "
+                         "activation='quick_gelu' (OpenAI CLIP) or 'gelu' (most OpenCLIP-trained models); "
+                         "CLI: --activation")
+    return clip
+
+
+def _from_memory(model: Union[nn.Module, Mapping[str, Any]], activation: Optional[str]) -> ClipModel:
+    """lake::clip_from_state_dict of a module's state dict (with what only the module knows) or
+    of a mapping."""
     mean, std = [], []
     vision_heads = text_heads = 0
     if isinstance(model, nn.Module):
@@ -164,18 +177,9 @@ def _as_clip_model(model: Any, activation: Optional[str]) -> ClipModel:
         vision_heads = _heads_of(model, "visual.transformer.resblocks.0.attn")
         text_heads = _heads_of(model, "transformer.resblocks.0.attn")
         mean, std = _normalisation_of(model)
-        tensors = _strip_prefix(model.state_dict())
-        name = f"<{type(model).__name__} module>"
-    elif isinstance(model, Mapping):
-        tensors = _state_dict_of(model)
-        if activation is None:
-            raise ValueError("a bare state dict does not say which activation the model uses: pass "
-                             "activation='quick_gelu' (OpenAI CLIP) or 'gelu' (most OpenCLIP-trained models)")
-        name = "<state dict>"
+        tensors, name = model.state_dict(), f"<{type(model).__name__} module>"
     else:
-        raise ValueError(f"cannot export a {type(model).__name__}: expected a path or model name, a "
-                         "pylake.ClipModel, an open_clip CLIP module, an OpenAI TorchScript module or a "
-                         "state dict")
+        tensors, name = _state_dict_of(model), "<state dict>"
     tensors = {k: v.detach() for k, v in tensors.items()}
     return _C.clip_from_state_dict(tensors, activation, vision_heads, text_heads, name, mean, std)
 
@@ -244,7 +248,8 @@ def export_clip(
       module's classes; required for a bare state dict (in memory or a file).
     vocab_path: the BPE merges file (.txt.gz) to embed; default the model's own (a LAKE
       export's), else open_clip's bundled one.
-    dtype: the stored weights' dtype: 'float32' (default), 'float16', 'bfloat16'.
+    dtype: the stored weights' dtype: 'float32' (default), 'float16', 'bfloat16' (or their
+      aliases 'float', 'half'; or the torch.dtype).
     source: free text recorded as ``source`` (newlines folded to spaces).
 
     Written atomically: on any failure nothing is left behind and an existing ``path`` is
@@ -255,9 +260,7 @@ def export_clip(
     path = os.fspath(path)
     if activation is not None and activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    dtype_name = _DTYPE_NAMES.get(dtype) if isinstance(dtype, torch.dtype) else dtype
-    if dtype_name not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    dtype_name = _C.dtype_name(_C.check_dtype(dtype, "save_clip"))  # before any loading
     clip = _as_clip_model(model, activation)
     vocabulary = _vocabulary_for(clip, vocab_path)
     return dict(_C.save_clip(clip, path, dtype_name, vocabulary, " ".join(str(source).split())))

@@ -13,6 +13,8 @@
 #include <functional>
 #include <string>
 
+#include "lake/files.h"
+
 namespace lake::detail {
 
 /// The temporary file being written; `write` appends (a c10::Error naming the target on failure).
@@ -30,7 +32,8 @@ struct FileSink {
 void write_file_atomically(const std::string& path, const std::function<void(FileSink&)>& produce,
                            const char* what);
 
-/// The same for bytes already in memory (e.g. "NormalityModel.save", "write_png").
-void write_file_atomically(const std::string& path, const void* data, size_t size, const char* what);
+/// The same for bytes already in memory (e.g. "NormalityModel.save", "write_png"): the public
+/// lake::write_file_atomically (lake/files.h), which pylake's writers call too.
+using ::lake::write_file_atomically;
 
 }  // namespace lake::detail

@@ -9,6 +9,7 @@
 
 #include "lake/clip_config.h"
 #include "lake/clip_model.h"
+#include "lake/files.h"
 
 namespace lake::detail {
 
@@ -61,7 +62,24 @@ RawArchive read_open_clip_hub(const std::string& weights, std::map<std::string, 
 /// True when `folder` holds an open_clip_config.json.
 bool has_open_clip_config(const std::string& folder);
 
-/// Parses "key=value" lines (blank lines and lines starting with '#' ignored).
-std::map<std::string, std::string> parse_key_values(const std::string& text, const std::string& source);
+/// LAKE's one key=value parser (lake/files.h, defined in src/clip_archive.cpp): the v1
+/// export's lake_config.txt, the fuzz harness, pylake (`_C.parse_key_values`).
+using ::lake::parse_key_values;
+
+// ---- what the names and shapes of a state dict say (src/clip_loader.cpp) ----------------
+// The one implementation of these rules: the archive readers (OpenAI, state dicts,
+// transformers, OpenCLIP hub) and clip_from_state_dict (pylake.export's in-memory modules
+// and state dicts) all call them.
+
+/// `tensors` with lake::kWrapperPrefixes removed (lake/clip_model.h: while every name has one).
+std::map<std::string, at::Tensor> strip_wrapper_prefixes(std::map<std::string, at::Tensor> tensors);
+
+/// The number of residual blocks `prefix`0., `prefix`1., ... (each has "attn.in_proj_weight"),
+/// counted as CLIP's build_model counts them.
+int64_t count_blocks(const std::map<std::string, at::Tensor>& tensors, const std::string& prefix);
+
+/// The side of the square patch grid of a positional embedding with `rows` rows (1 + grid^2),
+/// rounded (build_clip checks that rows is exactly 1 + grid^2).
+int64_t position_grid(int64_t rows);
 
 }  // namespace lake::detail

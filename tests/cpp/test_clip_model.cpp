@@ -43,6 +43,9 @@ TEST_CASE("every archive kind loads with the inferred config and matches OpenCLI
     check_tiny_config(m.config());
     CHECK(m.config().archive_kind == k.kind);
     CHECK(m.config().activation == lake::Activation::QuickGELU);
+    // Only a bare state dict leaves the activation to an assumption (OpenAI's archive says it in
+    // its code, the export in its config).
+    CHECK(m.config().activation_assumed == (k.kind == lake::ArchiveKind::StateDict));
     CHECK(max_abs_diff(m.encode_image(ref["images"]), ref["image_features"]) <= 1e-4);
     CHECK(max_abs_diff(m.encode_text(ref["tokens"]), ref["text_features"]) <= 1e-4);
     // 64 px input on a model trained at 32 px: the positional embedding is resized.
@@ -68,9 +71,11 @@ TEST_CASE("GELU is detected for an OpenCLIP ViT-B-16-plus-240 state dict and can
   CHECK(m.config().vision_width == 896);
   CHECK(m.config().vision_heads == 14);
   CHECK(m.config().activation == lake::Activation::GELU);
+  CHECK_FALSE(m.config().activation_assumed);  // known from the shapes
   lake::LoadOptions o;
   o.activation = lake::Activation::QuickGELU;
   CHECK(lake::load_clip(fixture("plus240_state_dict.pt"), o).config().activation == lake::Activation::QuickGELU);
+  CHECK_FALSE(lake::load_clip(fixture("tiny_state_dict.pt"), o).config().activation_assumed);  // given
 }
 
 TEST_CASE("the forward is batch-size invariant and thread-safe", "[clip]") {
