@@ -9,6 +9,8 @@
 //   const std::vector<int64_t>& ids = obj.at("bpe_ids").ints;
 #pragma once
 
+#include "lake/core/utf8.h"
+
 #include <cstdint>
 #include <fstream>
 #include <map>
@@ -126,24 +128,6 @@ class JsonReader {
     return v;
   }
 
-  static void append_utf8(uint32_t cp, std::string& out) {
-    if (cp < 0x80) {
-      out.push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-  }
-
   std::string string() {
     expect('"');
     std::string out;
@@ -177,7 +161,7 @@ class JsonReader {
           } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
             fail("unpaired low surrogate");
           }
-          append_utf8(cp, out);
+          lake::core::utf8_append(cp, out);
           break;
         }
         default: fail(std::string("bad escape \\") + e);
