@@ -6,13 +6,15 @@ run from a source tree as ``PYTHONPATH=python python bench/<script>.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 for _p in (str(ROOT / "tests" / "fixtures"), str(ROOT / "python")):
@@ -123,3 +125,23 @@ def temp_dir(prefix: str = "lake-bench-"):
 
 def mb(nbytes: float) -> str:
     return f"{nbytes / 2**20:.1f} MiB"
+
+
+def alternate_trees(child: str, args: Sequence[str], before: Optional[Path], pairs: int,
+                    threads: int = 1) -> Dict[str, Dict[str, List[float]]]:
+    """Run ``python -c child *args`` in fresh processes, alternating an older ``pylake``
+    (``before``/pylake with its built _C, when given) and this tree's (A B A B ...) ``pairs``
+    times, with OMP_NUM_THREADS=threads. Each child prints a JSON object {name: number} as its
+    last line. Returns {"before": {name: [one value per process]}, "after": {...}} ("before"
+    only when given), so that both sides see the same drift of a shared machine."""
+    variants = {"before": before, "after": ROOT / "python"} if before else {"after": ROOT / "python"}
+    results: Dict[str, Dict[str, List[float]]] = {v: {} for v in variants}
+    for i in range(pairs):
+        for v, path in variants.items():
+            env = dict(os.environ, PYTHONPATH=str(path), OMP_NUM_THREADS=str(threads))
+            r = subprocess.run([sys.executable, "-c", child, *map(str, args)], env=env, capture_output=True,
+                               text=True, check=True)
+            for name, value in json.loads(r.stdout.strip().splitlines()[-1]).items():
+                results[v].setdefault(name, []).append(value)
+        print(f"pair {i + 1}/{pairs} done", flush=True)
+    return results

@@ -22,14 +22,10 @@ times `torch.ops.lake.*` from Python. Numbers, not assertions.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import alternate_trees
 
 CHILD = r"""
 import json, sys, time
@@ -61,28 +57,14 @@ print(json.dumps(out))
 """
 
 
-def run(python_dir: Path, calls: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(python_dir), OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", CHILD, str(calls)], env=env, capture_output=True, text=True, check=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", type=Path, help="a folder holding an older pylake package (DIR/pylake)")
     ap.add_argument("--pairs", type=int, default=6)
     ap.add_argument("--calls", type=int, default=3000)
     a = ap.parse_args(argv)
-    variants = {"after": ROOT / "python"}
-    if a.before:
-        variants = {"before": a.before, **variants}
-    results: dict = {v: {} for v in variants}
-    for i in range(a.pairs):
-        for v, path in variants.items():
-            for name, us in run(path, a.calls).items():
-                results[v].setdefault(name, []).append(us)
-        print(f"pair {i + 1}/{a.pairs}: " + "; ".join(
-            f"{v} " + ", ".join(f"{n} {us[-1]:.2f}" for n, us in r.items()) for v, r in results.items()), flush=True)
+    results = alternate_trees(CHILD, [a.calls], a.before, a.pairs, threads=1)
+    variants = list(results)
     names = sorted({n for r in results.values() for n in r}, key=lambda n: (n.startswith("torch"), n))
     for label, summary in (("median", statistics.median), ("min", min)):
         print(f"\nus per call, {label} of the per-process medians:")

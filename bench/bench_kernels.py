@@ -24,14 +24,10 @@ Numbers, not assertions.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import alternate_trees
 
 CHILD = r"""
 import json, sys, time
@@ -72,28 +68,14 @@ print(json.dumps(out))
 """
 
 
-def run(python_dir: Path, threads: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(python_dir), OMP_NUM_THREADS=str(threads))
-    r = subprocess.run([sys.executable, "-c", CHILD, str(threads)], env=env, capture_output=True, text=True,
-                       check=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", type=Path, help="a folder holding an older pylake package (DIR/pylake)")
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
-    variants = {"after": ROOT / "python"}
-    if a.before:
-        variants = {"before": a.before, **variants}
-    results: dict = {v: {} for v in variants}
-    for i in range(a.pairs):
-        for v, path in variants.items():
-            for name, ms in run(path, a.threads).items():
-                results[v].setdefault(name, []).append(ms)
-        print(f"pair {i + 1}/{a.pairs} done", flush=True)
+    results = alternate_trees(CHILD, [a.threads], a.before, a.pairs, a.threads)
+    variants = list(results)
     print(f"\nms per call ({a.threads} threads), median of {a.pairs} processes each:")
     print(f"{'kernel':<24}" + "".join(f"{v:>10}" for v in variants) + ("   after / before" if a.before else ""))
     for n in results["after"]:

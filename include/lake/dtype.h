@@ -58,11 +58,13 @@ std::string dtype_list(const Types& types) {
 /// The dtype named `name` (a name or an alias of kDtypeNames). Anything else is a
 /// c10::ValueError naming the input and every accepted name.
 inline c10::ScalarType parse_dtype(const std::string& name) {
+  for (const DtypeName& d : kDtypeNames)
+    if (name == d.name || (d.alias != nullptr && name == d.alias)) return d.type;
+  // Not found: the message lists every name and alias (built only here, not on every call).
   std::string names, aliases;
   const size_t n = std::size(kDtypeNames);
   for (size_t i = 0; i < n; ++i) {
     const DtypeName& d = kDtypeNames[i];
-    if (name == d.name || (d.alias != nullptr && name == d.alias)) return d.type;
     names += fmt::format("{}{}", i == 0 ? "" : i + 1 == n ? " or " : ", ", d.name);
     if (d.alias != nullptr) aliases += fmt::format("{}{} for {}", aliases.empty() ? "" : ", ", d.alias, d.name);
   }
