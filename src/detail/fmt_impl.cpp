@@ -24,14 +24,15 @@
 #include <locale>
 
 FMT_BEGIN_NAMESPACE
+
+// The std::locale behind the type-erased reference that "{:L}" and the locale overloads pass.
+template FMT_API auto locale_ref::get<std::locale>() const -> std::locale;
+
 namespace detail {
 
 // The shortest round-trip float and double conversion ("{}" of a float or double).
 template FMT_API auto dragonbox::to_decimal(float x) noexcept -> dragonbox::decimal_fp<float>;
 template FMT_API auto dragonbox::to_decimal(double x) noexcept -> dragonbox::decimal_fp<double>;
-
-// The std::locale behind the type-erased reference that "{:L}" and the locale overloads pass.
-template FMT_API auto locale_ref::get<std::locale>() const -> std::locale;
 
 // Grouping and the decimal point of a locale, for narrow and wide output.
 template FMT_API auto thousands_sep_impl(locale_ref) -> thousands_sep_result<char>;
