@@ -1,6 +1,8 @@
 // Bindings: Activation, LoadOptions, ClipConfig, ClipModel, load_clip, Tokenizer.
 #include <torch/extension.h>
 
+#include <fmt/format.h>
+
 #include <map>
 #include <optional>
 #include <vector>
@@ -95,7 +97,8 @@ void bind_clip(py::module_& m) {
       .def("parameter", &ClipModel::parameter, py::arg("name"))
       .def("fingerprint", &ClipModel::fingerprint, py::call_guard<py::gil_scoped_release>())
       .def("weights_fingerprint", &ClipModel::weights_fingerprint)
-      .def("__repr__", [](const ClipModel& c) { return "ClipModel('" + c.path() + "', " + c.config().describe() + ")"; });
+      .def("__repr__",
+           [](const ClipModel& c) { return fmt::format("ClipModel('{}', {})", c.path(), c.config().describe()); });
 
   m.def(
       "load_clip",

@@ -3,6 +3,8 @@
 
 #include <pybind11/stl/filesystem.h>
 
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <vector>
 
@@ -14,7 +16,8 @@ namespace lake::bindings {
 
 namespace {
 const float* three_floats(const std::vector<float>& v, const char* name) {
-  TORCH_CHECK_VALUE(v.size() == 3, "clip_preprocess: ", name, " must have 3 values (R, G, B), got ", v.size());
+  TORCH_CHECK_VALUE(v.size() == 3,
+                    fmt::format("clip_preprocess: {} must have 3 values (R, G, B), got {}", name, v.size()));
   return v.data();
 }
 }  // namespace

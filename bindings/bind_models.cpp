@@ -1,6 +1,8 @@
 // Bindings: model names and caches (lake/models.h).
 #include <torch/extension.h>
 
+#include <fmt/format.h>
+
 #include "lake/models.h"
 
 namespace py = pybind11;
@@ -16,7 +18,8 @@ void bind_models(py::module_& m) {
       .def_readonly("url", &KnownModel::url)
       .def_readonly("sha256", &KnownModel::sha256)
       .def_readonly("same_weights", &KnownModel::same_weights)
-      .def("__repr__", [](const KnownModel& k) { return "KnownModel('" + k.name + "', " + to_string(k.source) + ")"; });
+      .def("__repr__",
+           [](const KnownModel& k) { return fmt::format("KnownModel('{}', {})", k.name, to_string(k.source)); });
 
   py::class_<ModelLocation>(m, "ModelLocation")
       .def_readonly("request", &ModelLocation::request)
@@ -33,7 +36,7 @@ void bind_models(py::module_& m) {
       .def_readonly("download_to", &ModelLocation::download_to)
       .def("missing_message", &ModelLocation::missing_message)
       .def("__repr__", [](const ModelLocation& l) {
-        return "ModelLocation('" + l.request + "', path='" + l.path + "')";
+        return fmt::format("ModelLocation('{}', path='{}')", l.request, l.path);
       });
 
   m.def("known_models", &known_models, py::return_value_policy::copy);

@@ -5,6 +5,8 @@
 
 #include <pybind11/stl/filesystem.h>
 
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -26,7 +28,7 @@ c10::ScalarType dtype_of(const py::handle& v) {
   try {
     t = v.cast<c10::ScalarType>();
   } catch (const py::cast_error&) {
-    throw py::type_error("expected a torch.dtype or its name, got " + py::repr(v).cast<std::string>());
+    throw py::type_error(fmt::format("expected a torch.dtype or its name, got {}", py::repr(v).cast<std::string>()));
   }
   for (const auto& d : kDtypeNames)
     if (d.type == t) return t;
@@ -58,7 +60,8 @@ void bind_util(py::module_& m) {
         } else if (entry == "save_clip") {
           check_dtype(t, kSaveClipDtypes, "save_clip: dtype");
         } else {
-          TORCH_CHECK_VALUE(false, "check_dtype: entry must be 'load_clip' or 'save_clip', got '", entry, "'");
+          TORCH_CHECK_VALUE(false,
+                            fmt::format("check_dtype: entry must be 'load_clip' or 'save_clip', got '{}'", entry));
         }
         return t;
       },
@@ -72,8 +75,8 @@ void bind_util(py::module_& m) {
       "write_file_atomically",
       [](const std::filesystem::path& path, const py::buffer& data, const std::string& what) {
         const py::buffer_info info = data.request();  // with the GIL; `data` stays referenced by the caller
-        TORCH_CHECK_VALUE(PyBuffer_IsContiguous(info.view(), 'C'), what, ": the data for '", path.string(),
-                          "' is not a contiguous buffer");
+        TORCH_CHECK_VALUE(PyBuffer_IsContiguous(info.view(), 'C'),
+                          fmt::format("{}: the data for '{}' is not a contiguous buffer", what, path.string()));
         const std::string target = path.string();
         py::gil_scoped_release release;
         write_file_atomically(target, info.ptr, static_cast<size_t>(info.size * info.itemsize), what.c_str());

@@ -18,6 +18,9 @@
 
 #include <torch/extension.h>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join
+
 #include <algorithm>
 #include <memory>
 #include <optional>
@@ -38,8 +41,8 @@ E enum_value(const py::handle& v, E (*parse)(const std::string&), const char* wh
     return v.cast<E>();
   } catch (const py::cast_error&) {
     const std::string type_name = py::str(py::type::of(py::cast(E{})).attr("__name__"));
-    throw py::type_error(std::string(what) + ": expected a " + type_name + " or its name as a string, got " +
-                         std::string(py::repr(v)));
+    throw py::type_error(fmt::format("{}: expected a {} or its name as a string, got {}", what, type_name,
+                                     std::string(py::repr(v))));
   }
 }
 
@@ -73,7 +76,7 @@ class OptionsClass {
   /// An enum field: set from the enum or from its C++ spelling (through `parse`).
   template <class E>
   OptionsClass& enum_field(const char* name, E T::*member, E (*parse)(const std::string&), const char* doc) {
-    const std::string what = name_ + "." + name;
+    const std::string what = fmt::format("{}.{}", name_, name);
     cls_.def_property(
         name, [member](const T& o) { return o.*member; },
         [member, parse, what](T& o, const py::object& v) { o.*member = enum_value<E>(v, parse, what.c_str()); }, doc);
@@ -85,7 +88,7 @@ class OptionsClass {
   template <class E>
   OptionsClass& optional_enum_field(const char* name, std::optional<E> T::*member, E (*parse)(const std::string&),
                                     const char* doc) {
-    const std::string what = name_ + "." + name;
+    const std::string what = fmt::format("{}.{}", name_, name);
     cls_.def_property(
         name, [member](const T& o) { return o.*member; },
         [member, parse, what](T& o, const py::object& v) {
@@ -112,16 +115,17 @@ class OptionsClass {
     const std::string name = name_;
     cls_.attr("_fields") = py::tuple(py::cast(*fields));
     cls_.def(py::init([fields, name](const py::kwargs& kw) { return from_dict(kw, *fields, name); }),
-             ("Keyword arguments set fields by name; the others keep the C++ defaults. Fields: " + join(*fields) + ".")
+             fmt::format("Keyword arguments set fields by name; the others keep the C++ defaults. Fields: {}.",
+                         join(*fields))
                  .c_str());
     cls_.def("__repr__", [fields, name](const py::object& self) {
-      std::string s = name + "(";
+      std::vector<std::string> items;
       for (size_t i = 0; i < fields->size(); ++i) {
         py::object v = self.attr((*fields)[i].c_str());
         if (py::hasattr(py::type::of(v), "__members__")) v = py::str(v);  // an enum: its spelling
-        s += (i ? ", " : "") + (*fields)[i] + "=" + py::repr(v).cast<std::string>();
+        items.push_back(fmt::format("{}={}", (*fields)[i], py::repr(v).cast<std::string>()));
       }
-      return s + ")";
+      return fmt::format("{}({})", name, join(items));
     });
     cls_.def(
         "__eq__",
@@ -143,11 +147,7 @@ class OptionsClass {
   }
 
  private:
-  static std::string join(const std::vector<std::string>& names) {
-    std::string s;
-    for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
-    return s;
-  }
+  static std::string join(const std::vector<std::string>& names) { return fmt::format("{}", fmt::join(names, ", ")); }
 
   static std::string type_name(const py::handle& v) {
     return py::type::of(v).attr("__name__").cast<std::string>();
@@ -158,15 +158,16 @@ class OptionsClass {
     for (const auto& item : kw) {
       const std::string key = py::str(item.first);
       if (std::find(fields.begin(), fields.end(), key) == fields.end())
-        throw py::type_error(name + "() got an unexpected keyword argument '" + key + "'; its fields: " + join(fields));
+        throw py::type_error(
+            fmt::format("{}() got an unexpected keyword argument '{}'; its fields: {}", name, key, join(fields)));
       try {
         py::setattr(self, item.first, item.second);
       } catch (py::error_already_set& e) {
         if (!e.matches(PyExc_TypeError)) throw;
         const py::object current = self.attr(key.c_str());
-        throw py::type_error(name + "." + key + ": expected " + type_name(current) + " (like the default " +
-                             py::repr(current).cast<std::string>() + "), got " + type_name(item.second) + " " +
-                             py::repr(item.second).cast<std::string>());
+        throw py::type_error(fmt::format("{}.{}: expected {} (like the default {}), got {} {}", name, key,
+                                         type_name(current), py::repr(current).cast<std::string>(),
+                                         type_name(item.second), py::repr(item.second).cast<std::string>()));
       }
     }
     return self.cast<T>();

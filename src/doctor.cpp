@@ -82,7 +82,8 @@ std::string cpu_description() {
   std::string out = fmt::format("{}, {} hardware threads, ATen CPU capability {}", model,
                                 std::thread::hardware_concurrency(), at::get_cpu_capability());
 #if defined(_SC_PHYS_PAGES) && defined(_SC_PAGE_SIZE)
-  out += ", " + gib(static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE)));
+  out += fmt::format(", {}", gib(static_cast<double>(sysconf(_SC_PHYS_PAGES)) *
+                                 static_cast<double>(sysconf(_SC_PAGE_SIZE))));
 #endif
   return out;
 }
@@ -92,7 +93,7 @@ std::string libtorch_cuda() {
   const auto& hooks = at::detail::getCUDAHooks();
   if (!hooks.hasCUDART()) return "without CUDA";
   try {
-    return "with CUDA " + detail::cuda_version_string(static_cast<int>(hooks.versionCUDART()));
+    return fmt::format("with CUDA {}", detail::cuda_version_string(static_cast<int>(hooks.versionCUDART())));
   } catch (const c10::Error&) {
     return "with CUDA";
   }
@@ -114,19 +115,24 @@ CudaState cuda_state(Env& env) {
   CudaState s;
   const std::string arch = LAKE_BUILD_CUDA_ARCHITECTURES;
   if (!ops::cuda_kernels_available()) {
-    env.emplace_back("cuda kernels", std::string("not built (LAKE_WITH_CUDA=") + LAKE_BUILD_WITH_CUDA + ")");
-    s.missing = std::string("this build of LAKE has no CUDA kernels (LAKE_WITH_CUDA=") + LAKE_BUILD_WITH_CUDA +
-                (std::string(LAKE_BUILD_WITH_CUDA) == "OFF" ? "" : ": nvcc or a CUDA LibTorch was not found") +
-                "; reconfigure with -DLAKE_WITH_CUDA=ON)";
+    env.emplace_back("cuda kernels", fmt::format("not built (LAKE_WITH_CUDA={})", LAKE_BUILD_WITH_CUDA));
+    s.missing = fmt::format("this build of LAKE has no CUDA kernels (LAKE_WITH_CUDA={}{}; reconfigure with "
+                            "-DLAKE_WITH_CUDA=ON)",
+                            LAKE_BUILD_WITH_CUDA,
+                            std::string(LAKE_BUILD_WITH_CUDA) == "OFF" ? ""
+                                                                       : ": nvcc or a CUDA LibTorch was not found");
     return s;
   }
-  env.emplace_back("cuda kernels", std::string("built with nvcc ") + LAKE_BUILD_NVCC_VERSION + " for architectures " + arch);
+  env.emplace_back("cuda kernels",
+                   fmt::format("built with nvcc {} for architectures {}", LAKE_BUILD_NVCC_VERSION, arch));
 #ifdef LAKE_HAS_CUDA
   const detail::CudaInfo info = detail::cuda_info();
-  env.emplace_back("cuda runtime", detail::cuda_version_string(info.runtime) + " (LAKE compiled against " +
-                                       detail::cuda_version_string(info.runtime_compiled) + "), " +
-                                       (info.driver > 0 ? "driver for CUDA " + detail::cuda_version_string(info.driver)
-                                                        : std::string("no CUDA driver")));
+  env.emplace_back("cuda runtime",
+                   fmt::format("{} (LAKE compiled against {}), {}", detail::cuda_version_string(info.runtime),
+                               detail::cuda_version_string(info.runtime_compiled),
+                               info.driver > 0
+                                   ? fmt::format("driver for CUDA {}", detail::cuda_version_string(info.driver))
+                                   : std::string("no CUDA driver")));
   for (size_t i = 0; i < info.devices.size(); ++i) {
     const detail::CudaDeviceInfo& d = info.devices[i];
     const std::string cover = detail::architectures_cover(arch, d.major, d.minor);
@@ -138,10 +144,12 @@ CudaState cuda_state(Env& env) {
                                                              arch, d.major, d.minor)
                                                : ""));
   }
-  if (info.devices.empty()) env.emplace_back("cuda devices", "none (" + (info.error.empty() ? "0 devices" : info.error) + ")");
+  if (info.devices.empty())
+    env.emplace_back("cuda devices", fmt::format("none ({})", info.error.empty() ? "0 devices" : info.error));
   s.count = at::hasCUDA() ? static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
   if (s.count == 0)
-    s.missing = "no CUDA device" + (info.error.empty() ? std::string(" visible to LibTorch") : " (" + info.error + ")");
+    s.missing = info.error.empty() ? std::string("no CUDA device visible to LibTorch")
+                                   : fmt::format("no CUDA device ({})", info.error);
 #endif
   return s;
 }
@@ -149,9 +157,9 @@ CudaState cuda_state(Env& env) {
 Env environment(const DoctorOptions& o, CudaState& cuda) {
   Env env;
   env.emplace_back("lake", LAKE_VERSION_STRING);
-  env.emplace_back("build", std::string(LAKE_BUILD_TYPE) + ", " + LAKE_BUILD_CXX_COMPILER + ", unity build " +
-                                LAKE_BUILD_UNITY);
-  env.emplace_back("libtorch", std::string(TORCH_VERSION) + ", " + libtorch_cuda());
+  env.emplace_back("build",
+                   fmt::format("{}, {}, unity build {}", LAKE_BUILD_TYPE, LAKE_BUILD_CXX_COMPILER, LAKE_BUILD_UNITY));
+  env.emplace_back("libtorch", fmt::format("{}, {}", TORCH_VERSION, libtorch_cuda()));
   env.emplace_back("threads",
                    fmt::format("intra-op {}, inter-op {}", at::get_num_threads(), at::get_num_interop_threads()));
   env.emplace_back("cpu", cpu_description());
@@ -211,19 +219,18 @@ DoctorCheck run_case(const detail::DoctorCase& k, const Target& t, bool faulty) 
   try {
     k.run(c, t.device, tap);
   } catch (const c10::Error& e) {
-    c.expect(false, "error: " + first_line(e.what_without_backtrace()));
+    c.expect(false, fmt::format("error: {}", first_line(e.what_without_backtrace())));
   } catch (const std::exception& e) {
-    c.expect(false, std::string("error: ") + first_line(e.what()));
+    c.expect(false, fmt::format("error: {}", first_line(e.what())));
   }
   row.tolerance = c.tolerance;
   row.max_error = c.max_error;
   row.status = c.passed() ? "PASS" : "FAIL";
   std::string detail = c.note.empty() ? k.inputs : c.note;
   if (!c.problems.empty()) {
-    detail.clear();
-    for (const auto& p : c.problems) detail += (detail.empty() ? "" : "; ") + p;
+    detail = fmt::format("{}", fmt::join(c.problems, "; "));
   } else if (!c.passed()) {
-    detail = "max error above the tolerance; " + detail;
+    detail = fmt::format("max error above the tolerance; {}", detail);
   }
   if (faulty) detail += " [fault injected]";
   row.detail = detail;
@@ -339,7 +346,7 @@ DoctorReport doctor(const DoctorOptions& options) {
     std::string names;
     for (const auto& c : all) {
       known = known || c.name == options.fault;
-      names += (names.empty() ? "'" : ", '") + c.name + "'";
+      names += fmt::format("{}'{}'", names.empty() ? "" : ", ", c.name);
     }
     TORCH_CHECK_VALUE(known,
                       fmt::format("doctor: unknown check '{}' for the fault; the checks are {}", options.fault, names));

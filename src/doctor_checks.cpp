@@ -181,21 +181,22 @@ void nearest_case(DoctorComparison& c, c10::Device dev, const DoctorTap& tap, co
   const at::Tensor sims = doctor_ref::similarities(q, g, o.exclude_lo, o.exclude_hi);
   auto [dist, arg] = doctor_ref::nearest(sims);
   const std::string t = fmt::format("tile {}", o.tile);
-  c.close(t + " distance", tap(r.distance), dist);
+  c.close(fmt::format("{} distance", t), tap(r.distance), dist);
   const at::Tensor idx = tap(r.index);
   if (exact_index || sims.size(2) == 0) {
-    c.exact(t + " index", idx, arg);
+    c.exact(fmt::format("{} index", t), idx, arg);
     return;
   }
-  if (idx.sizes() != arg.sizes()) return c.exact(t + " index", idx, arg);  // reports the shape
+  if (idx.sizes() != arg.sizes()) return c.exact(fmt::format("{} index", t), idx, arg);  // reports the shape
   const at::Tensor i = idx.to(at::kCPU);
   const at::Tensor valid = (i >= 0).logical_and(i < sims.size(2));
-  c.expect(valid.equal(arg >= 0), t + " index: -1 where a row is left, or a value outside [-1, M)");
+  c.expect(valid.equal(arg >= 0), fmt::format("{} index: -1 where a row is left, or a value outside [-1, M)", t));
   if (!c.problems.empty()) return;
   const at::Tensor picked = sims.gather(2, i.clamp_min(0).unsqueeze(2)).squeeze(2);
   const at::Tensor best = sims.gather(2, arg.clamp_min(0).unsqueeze(2)).squeeze(2);
   // An excluded row has similarity -inf: an infinite error.
-  c.close(t + " similarity at the index", at::where(valid, picked, best), best, /*kernel_output=*/false);
+  c.close(fmt::format("{} similarity at the index", t), at::where(valid, picked, best), best,
+          /*kernel_output=*/false);
 }
 
 void blur_case(DoctorComparison& c, c10::Device dev, const DoctorTap& tap, const at::Tensor& maps, int64_t H,

@@ -165,9 +165,9 @@ void check_fit(TinyRun& run, DoctorComparison& c, c10::Device dev, const DoctorT
   for (size_t l = 0; l < n.layers.size(); ++l) {
     const std::string at = fmt::format("layer {}", n.layers[l].layer);
     const at::Tensor want = cpu ? run.ref_indices[l] : base->model->neurons().layers[l].indices;
-    c.exact(at + " neurons", tap(n.layers[l].indices), want, /*kernel_output=*/false);
+    c.exact(fmt::format("{} neurons", at), tap(n.layers[l].indices), want, /*kernel_output=*/false);
     const at::Tensor gallery = cpu ? run.ref_galleries[l] : base->model->galleries()[l];
-    c.close(at + " gallery", tap(f.model->galleries()[l]), gallery);
+    c.close(fmt::format("{} gallery", at), tap(f.model->galleries()[l]), gallery);
   }
   c.note = run.about;
 }
@@ -180,7 +180,7 @@ void check_score(TinyRun& run, DoctorComparison& c, c10::Device dev, const Docto
   const at::Tensor& score = cpu ? run.ref_score : run.on(c10::kCPU).pred.pred_score;
   c.close("anomaly_map", tap(f.pred.anomaly_map), map);
   c.close("pred_score", tap(f.pred.pred_score), score);
-  c.note = run.about + (cpu ? "; against the reference pipeline" : "; against the CPU model");
+  c.note = fmt::format("{}; against {}", run.about, cpu ? "the reference pipeline" : "the CPU model");
 }
 
 }  // namespace
@@ -189,9 +189,9 @@ std::vector<DoctorCase> doctor_model_cases() {
   auto run = std::make_shared<TinyRun>();
   const std::string inputs = "fit a tiny random-weight NormalityModel";
   return {
-      {"normality_model[fit]", inputs + ": the neurons and galleries", 1e-6,
+      {"normality_model[fit]", fmt::format("{}: the neurons and galleries", inputs), 1e-6,
        [run](DoctorComparison& c, c10::Device d, const DoctorTap& t) { check_fit(*run, c, d, t); }},
-      {"normality_model[score]", inputs + " and score 2 images: the maps and scores", 1e-5,
+      {"normality_model[score]", fmt::format("{} and score 2 images: the maps and scores", inputs), 1e-5,
        [run](DoctorComparison& c, c10::Device d, const DoctorTap& t) { check_score(*run, c, d, t); }},
   };
 }

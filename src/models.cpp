@@ -26,7 +26,7 @@ const char* kOpenAIBase = "https://openaipublic.azureedge.net/clip/models/";
 KnownModel openai(const char* name, const char* description, const char* file, const char* sha256,
                   std::vector<std::string> same_weights) {
   return KnownModel{name, ModelSource::OpenAI, description, file,
-                    std::string(kOpenAIBase) + sha256 + "/" + file, sha256, std::move(same_weights)};
+                    fmt::format("{}{}/{}", kOpenAIBase, sha256, file), sha256, std::move(same_weights)};
 }
 
 KnownModel hub(const char* name, ModelSource source, const char* description) {
@@ -81,11 +81,16 @@ bool is_commit(const std::string& rev) {
   return rev.size() == 40 && std::all_of(rev.begin(), rev.end(), [](char c) { return std::isxdigit(c) && !std::isupper(c); });
 }
 
+// The folder of `repo` in the hub cache: "models--org--name".
+std::string repo_folder(const std::string& repo) {
+  return fmt::format("models--{}", std::regex_replace(repo, std::regex("/"), "--"));
+}
+
 // The snapshot folder of `repo` at `revision` in the hub cache, as huggingface_hub lays it
 // out: models--org--name/refs/<revision> holds the commit, snapshots/<commit>/ the files.
+
 fs::path snapshot_of(const std::string& repo, const std::string& revision) {
-  std::string folder = "models--" + std::regex_replace(repo, std::regex("/"), "--");
-  fs::path root = fs::path(hf_hub_cache_dir()) / folder;
+  fs::path root = fs::path(hf_hub_cache_dir()) / repo_folder(repo);
   std::string commit = revision;
   if (!is_commit(revision)) {
     std::ifstream ref(root / "refs" / revision);
@@ -126,10 +131,10 @@ std::string search_entry(const std::string& repo, const std::string& revision,
                          const std::vector<std::vector<std::string>>& files) {
   const fs::path snap = snapshot_of(repo, revision);
   const std::string where =
-      snap.empty() ? (fs::path(hf_hub_cache_dir()) / ("models--" + std::regex_replace(repo, std::regex("/"), "--")) /
-                      "refs" / revision).string() + " (absent)"
+      snap.empty() ? fmt::format("{} (absent)",
+                                 (fs::path(hf_hub_cache_dir()) / repo_folder(repo) / "refs" / revision).string())
                    : snap.string();
-  return "hub repo " + repo + "@" + revision + " (" + describe_files(files) + ") at " + where;
+  return fmt::format("hub repo {}@{} ({}) at {}", repo, revision, describe_files(files), where);
 }
 
 const KnownModel* find_known(const std::string& name) {
@@ -232,7 +237,8 @@ ModelLocation locate_model(const std::string& request) {
     loc.source = ModelSource::OpenAI;
     // LAKE_OPENAI_MIRROR: a base URL serving the same <sha256>/<file> paths (an internal mirror).
     const std::string mirror = env("LAKE_OPENAI_MIRROR");
-    loc.url = mirror.empty() ? k->url : (ends_with(mirror, "/") ? mirror : mirror + "/") + k->sha256 + "/" + k->file;
+    loc.url = mirror.empty() ? k->url
+                             : fmt::format("{}{}{}/{}", mirror, ends_with(mirror, "/") ? "" : "/", k->sha256, k->file);
     loc.sha256 = k->sha256;
     loc.download_to = (fs::path(lake_cache_dir()) / "clip" / k->file).string();
     loc.form = "openai";

@@ -12,9 +12,9 @@
 #include <cmath>
 #include <filesystem>
 #include <set>
-#include <sstream>
 
 #include "detail/clip_archive.h"
+#include "detail/format.h"
 #include "detail/json_file.h"
 
 namespace lake::detail {
@@ -68,8 +68,8 @@ struct Section {
     return it == j.end() || it->is_null() ? nullptr : &*it;
   }
   [[noreturn]] void fail(const std::string& key, const std::string& expected) const {
-    TORCH_CHECK_VALUE(false, kWhat, ": '", cfg, "' has ", label(key), " = ", get(key)->dump(), ", expected ",
-                      expected);
+    TORCH_CHECK_VALUE(false, fmt::format("{}: '{}' has {} = {}, expected {}", kWhat, cfg, label(key),
+                                         get(key)->dump(), expected));
   }
   int64_t num(const std::string& key, int64_t dflt) const {
     const json* v = get(key);
@@ -101,16 +101,18 @@ struct Section {
     if (!v) return dflt;
     if (v->is_number_integer()) return v->get<int64_t>();
     if (v->is_array() && v->size() == 2 && (*v)[0].is_number_integer() && (*v)[1].is_number_integer()) {
-      TORCH_CHECK_VALUE((*v)[0] == (*v)[1], kWhat, ": '", cfg, "' has ", label(key), " = ", v->dump(),
-                        "; LAKE reads square ViTs only (equal height and width)");
+      TORCH_CHECK_VALUE((*v)[0] == (*v)[1],
+                        fmt::format("{}: '{}' has {} = {}; LAKE reads square ViTs only (equal height and width)", kWhat,
+                                    cfg, label(key), v->dump()));
       return (*v)[0].get<int64_t>();
     }
     fail(key, "an integer or [height, width]");
   }
 
   [[noreturn]] void unsupported(const std::string& key, const std::string& what) const {
-    TORCH_CHECK_VALUE(false, kWhat, ": '", cfg, "' has ", label(key), " = ", get(key)->dump(), " (", what,
-                      "), which LAKE does not support: LAKE reads the standard CLIP ViT (OpenAI layout)");
+    TORCH_CHECK_VALUE(false, fmt::format("{}: '{}' has {} = {} ({}), which LAKE does not support: LAKE reads the "
+                                         "standard CLIP ViT (OpenAI layout)",
+                                         kWhat, cfg, label(key), get(key)->dump(), what));
   }
   void reject_true(const std::string& key, const std::string& what) const {
     if (flag(key)) unsupported(key, what);
@@ -123,9 +125,10 @@ struct Section {
   }
   void reject_unknown_keys(const std::set<std::string>& known) const {
     for (auto it = j.begin(); it != j.end(); ++it)
-      TORCH_CHECK_VALUE(known.count(it.key()), kWhat, ": '", cfg, "' has ", label(it.key()), " = ", it->dump(),
-                        ", an option LAKE does not know (it reads the options of open_clip 3.3's standard CLIP), "
-                        "so it cannot be sure to compute the same model");
+      TORCH_CHECK_VALUE(known.count(it.key()),
+                        fmt::format("{}: '{}' has {} = {}, an option LAKE does not know (it reads the options of "
+                                    "open_clip 3.3's standard CLIP), so it cannot be sure to compute the same model",
+                                    kWhat, cfg, label(it.key()), it->dump()));
   }
   // act_kwargs / norm_kwargs: only what leaves nn.GELU / QuickGELU and LayerNorm(eps=1e-5) as they are.
   void check_layer_kwargs() const {
@@ -155,15 +158,18 @@ Section section(const Section& parent, const std::string& key) {
 struct Checker {
   std::string cfg, weights;
   void expect(int64_t from_config, int64_t from_tensor, const std::string& key, const std::string& tensor_what) const {
-    TORCH_CHECK_VALUE(from_config == from_tensor, kWhat, ": '", cfg, "' says ", key, " = ", from_config,
-                      " but the weights '", weights, "' have ", tensor_what, " = ", from_tensor);
+    TORCH_CHECK_VALUE(from_config == from_tensor,
+                      fmt::format("{}: '{}' says {} = {} but the weights '{}' have {} = {}", kWhat, cfg, key,
+                                  from_config, weights, tensor_what, from_tensor));
   }
   const at::Tensor& tensor(const RawArchive& raw, const std::string& name, int64_t dim) const {
     auto it = raw.tensors.find(name);
-    TORCH_CHECK_VALUE(it != raw.tensors.end(), kWhat, ": the weights '", weights, "' have no '", name, "' (",
-                      raw.tensors.size(), " tensors), which '", cfg, "' describes");
-    TORCH_CHECK_VALUE(it->second.dim() == dim, kWhat, ": the weights '", weights, "' have '", name,
-                      "' of shape ", it->second.sizes(), ", expected ", dim, " dimensions");
+    TORCH_CHECK_VALUE(it != raw.tensors.end(),
+                      fmt::format("{}: the weights '{}' have no '{}' ({} tensors), which '{}' describes", kWhat,
+                                  weights, name, raw.tensors.size(), cfg));
+    TORCH_CHECK_VALUE(it->second.dim() == dim,
+                      fmt::format("{}: the weights '{}' have '{}' of shape {}, expected {} dimensions", kWhat, weights,
+                                  name, it->second.sizes(), dim));
     return it->second;
   }
 };
@@ -171,12 +177,14 @@ struct Checker {
 void check_mlp_ratio(const Section& s, const RawArchive& raw, const std::string& prefix, int64_t width,
                      const Checker& c) {
   const double ratio = s.real("mlp_ratio", kMlpRatio);
-  TORCH_CHECK_VALUE(ratio == kMlpRatio, kWhat, ": '", c.cfg, "' has ", s.label("mlp_ratio"), " = ", ratio,
-                    "; LAKE's CLIP blocks have an MLP of 4 x width (mlp_ratio 4)");
+  // {:g}: the double as the stream printed it (6 significant digits).
+  TORCH_CHECK_VALUE(ratio == kMlpRatio,
+                    fmt::format("{}: '{}' has {} = {:g}; LAKE's CLIP blocks have an MLP of 4 x width (mlp_ratio 4)",
+                                kWhat, c.cfg, s.label("mlp_ratio"), ratio));
   auto fc = raw.tensors.find(prefix + "0.mlp.c_fc.weight");
   if (fc != raw.tensors.end() && fc->second.dim() == 2)
     c.expect(static_cast<int64_t>(ratio * width), fc->second.size(0), s.label("mlp_ratio") + " x width",
-             "'" + fc->first + "' rows");
+             fmt::format("'{}' rows", fc->first));
 }
 
 // The image tower: options LAKE computes, then config vs shapes. Returns the head count.
@@ -197,11 +205,14 @@ int64_t check_vision(const Section& v, const RawArchive& raw, int64_t embed_dim,
   v.reject_unknown_keys(kVisionKeys);
 
   if (!raw.tensors.count("visual.conv1.weight")) {
-    std::ostringstream names;
+    std::string names;
     int i = 0;
-    for (auto it = raw.tensors.begin(); it != raw.tensors.end() && i < 5; ++it, ++i) names << (i ? ", '" : "'") << it->first << "'";
-    TORCH_CHECK_VALUE(false, kWhat, ": the weights '", c.weights, "' have no 'visual.conv1.weight': not an OpenCLIP "
-                      "ViT state dict (", raw.tensors.size(), " tensors: ", names.str(), raw.tensors.size() > 5 ? ", ..." : "", ")");
+    for (auto it = raw.tensors.begin(); it != raw.tensors.end() && i < 5; ++it, ++i)
+      names += fmt::format("{}'{}'", i ? ", " : "", it->first);
+    TORCH_CHECK_VALUE(false, fmt::format("{}: the weights '{}' have no 'visual.conv1.weight': not an OpenCLIP ViT "
+                                         "state dict ({} tensors: {}{})",
+                                         kWhat, c.weights, raw.tensors.size(), names,
+                                         raw.tensors.size() > 5 ? ", ..." : ""));
   }
   const std::string p = "visual.transformer.resblocks.";
   const at::Tensor& conv1 = c.tensor(raw, "visual.conv1.weight", 4);
@@ -212,13 +223,14 @@ int64_t check_vision(const Section& v, const RawArchive& raw, int64_t embed_dim,
   const at::Tensor& pe = c.tensor(raw, "visual.positional_embedding", 2);
   const int64_t grid = position_grid(pe.size(0));
   c.expect(v.side("image_size", 224), grid * patch, v.label("image_size"),
-           "image size (visual.positional_embedding rows " + std::to_string(pe.size(0)) + " = 1 + " +
-               std::to_string(grid) + "^2, patch " + std::to_string(patch) + ")");
+           fmt::format("image size (visual.positional_embedding rows {} = 1 + {}^2, patch {})", pe.size(0), grid,
+                       patch));
   check_mlp_ratio(v, raw, p, width, c);
   c.expect(embed_dim, c.tensor(raw, "visual.proj", 2).size(1), "model_cfg.embed_dim", "'visual.proj' columns");
   const int64_t head_width = v.num("head_width", 64);
-  TORCH_CHECK_VALUE(head_width > 0 && width % head_width == 0, kWhat, ": '", c.cfg, "' has ",
-                    v.label("head_width"), " = ", head_width, ", which does not divide the image-tower width ", width);
+  TORCH_CHECK_VALUE(head_width > 0 && width % head_width == 0,
+                    fmt::format("{}: '{}' has {} = {}, which does not divide the image-tower width {}", kWhat, c.cfg,
+                                v.label("head_width"), head_width, width));
   return width / head_width;
 }
 
@@ -234,9 +246,10 @@ int64_t check_text(const Section& t, const RawArchive& raw, int64_t embed_dim, c
   t.check_block_options();
   t.reject_unknown_keys(kTextKeys);
   if (const json* tok = t.get("hf_tokenizer_name")) {
-    TORCH_WARN_ONCE(kWhat, " '", c.cfg, "': the text tower was trained with the tokenizer ", tok->dump(),
-                    "; pylake.tokenize / lake::Tokenizer produce CLIP BPE tokens, give encode_text that "
-                    "tokenizer's ids instead");
+    TORCH_WARN_ONCE(fmt::format("{} '{}': the text tower was trained with the tokenizer {}; pylake.tokenize / "
+                                "lake::Tokenizer produce CLIP BPE tokens, give encode_text that tokenizer's ids "
+                                "instead",
+                                kWhat, c.cfg, tok->dump()));
   }
 
   const std::string p = "transformer.resblocks.";
@@ -251,8 +264,9 @@ int64_t check_text(const Section& t, const RawArchive& raw, int64_t embed_dim, c
   c.expect(embed_dim, c.tensor(raw, "text_projection", 2).size(1), "model_cfg.embed_dim",
            "'text_projection' columns");
   const int64_t heads = t.num("heads", 8);
-  TORCH_CHECK_VALUE(heads > 0 && width % heads == 0, kWhat, ": '", c.cfg, "' has ", t.label("heads"), " = ", heads,
-                    ", which does not divide the text width ", width);
+  TORCH_CHECK_VALUE(heads > 0 && width % heads == 0,
+                    fmt::format("{}: '{}' has {} = {}, which does not divide the text width {}", kWhat, c.cfg,
+                                t.label("heads"), heads, width));
   return heads;
 }
 
@@ -271,13 +285,13 @@ std::string channel_values(const Section& pp, const std::string& key, const floa
   } else {
     v.assign(dflt, dflt + 3);
   }
-  std::ostringstream os;
-  os.precision(9);
+  // {:.9g}: what a stream with precision 9 wrote (9 significant digits, shortest of fixed / exponent).
+  std::string out;
   for (size_t i = 0; i < 3; ++i) {
     if (key == "std" && !(v[i] > 0)) pp.fail(key, "positive numbers");
-    os << (i ? "," : "") << v[i];
+    out += fmt::format("{}{:.9g}", i ? "," : "", v[i]);
   }
-  return os.str();
+  return out;
 }
 
 fs::path folder_of(const fs::path& p) { return p.has_parent_path() ? p.parent_path() : fs::path("."); }
@@ -291,40 +305,43 @@ RawArchive read_weights(const std::string& weights, std::map<std::string, at::Te
 RawArchive read_path(const std::string& path) {
   const fs::path p(path);
   if (!fs::is_directory(p)) {
-    TORCH_CHECK_VALUE(fs::is_regular_file(p), kWhat, ": '", path, "' does not exist or is not a file");
+    TORCH_CHECK_VALUE(fs::is_regular_file(p), fmt::format("{}: '{}' does not exist or is not a file", kWhat, path));
     return read_weights(path, read_tensor_file(path));
   }
-  TORCH_CHECK_VALUE(has_config(path), kWhat, " '", path, "' has no ", kConfigName);
+  TORCH_CHECK_VALUE(has_config(path), fmt::format("{} '{}' has no {}", kWhat, path, kConfigName));
   for (const char* name : kWeightNames)
     if (fs::is_regular_file(p / name)) return read_weights((p / name).string(), read_tensor_file((p / name).string()));
-  TORCH_CHECK_VALUE(false, kWhat, " '", path, "' has ", kConfigName, " but no weights: expected ", kWeightNames[0],
-                    " or ", kWeightNames[1], " in it");
+  TORCH_CHECK_VALUE(false, fmt::format("{} '{}' has {} but no weights: expected {} or {} in it", kWhat, path,
+                                       kConfigName, kWeightNames[0], kWeightNames[1]));
 }
 
 RawArchive read_weights(const std::string& weights, std::map<std::string, at::Tensor> tensors) {
   const fs::path cfg_file = folder_of(fs::path(weights)) / kConfigName;
-  TORCH_CHECK_VALUE(fs::is_regular_file(cfg_file), kWhat, ": there is no ", kConfigName, " beside '", weights,
-                    "' ('", cfg_file.string(), "')");
+  TORCH_CHECK_VALUE(fs::is_regular_file(cfg_file), fmt::format("{}: there is no {} beside '{}' ('{}')", kWhat,
+                                                               kConfigName, weights, cfg_file.string()));
   const std::string cfg = cfg_file.string();
   const json root = read_json_object(cfg_file);
   const Section top{cfg, "", root};
   auto mc = root.find("model_cfg");
-  TORCH_CHECK_VALUE(mc != root.end() && mc->is_object(), kWhat, ": '", cfg,
-                    "' has no \"model_cfg\" object; it is not an OpenCLIP hub config (open_clip.push_to_hf_hub writes "
-                    "{\"model_cfg\": {...}, \"preprocess_cfg\": {...}})");
+  TORCH_CHECK_VALUE(mc != root.end() && mc->is_object(),
+                    fmt::format("{}: '{}' has no \"model_cfg\" object; it is not an OpenCLIP hub config "
+                                "(open_clip.push_to_hf_hub writes {{\"model_cfg\": {{...}}, \"preprocess_cfg\": "
+                                "{{...}}}})",
+                                kWhat, cfg));
   const Section model{cfg, "model_cfg", *mc};
   if (model.get("multimodal_cfg")) model.unsupported("multimodal_cfg", "a CoCa model with a text decoder");
   model.reject_unknown_keys(kModelKeys);
-  TORCH_CHECK_VALUE(model.get("embed_dim"), kWhat, ": '", cfg, "' has no model_cfg.embed_dim");
+  TORCH_CHECK_VALUE(model.get("embed_dim"), fmt::format("{}: '{}' has no model_cfg.embed_dim", kWhat, cfg));
   const int64_t embed_dim = model.num("embed_dim", 0);
   const Section vision = section(model, "vision_cfg");
   const Section text = section(model, "text_cfg");
   const std::string hf_text = text.get("hf_model_name") ? text.get("hf_model_name")->dump() : "";
   const bool custom_text = model.flag("custom_text") || !hf_text.empty();
 
-  TORCH_CHECK_VALUE(!has_transformers_names(tensors), kWhat, ": the weights '", weights,
-                    "' are in transformers' naming (vision_model.*, text_model.*), not an OpenCLIP state dict; "
-                    "load the folder's config.json checkpoint instead");
+  TORCH_CHECK_VALUE(!has_transformers_names(tensors),
+                    fmt::format("{}: the weights '{}' are in transformers' naming (vision_model.*, text_model.*), "
+                                "not an OpenCLIP state dict; load the folder's config.json checkpoint instead",
+                                kWhat, weights));
   RawArchive out;
   out.kind = ArchiveKind::OpenClipHub;
   // CustomTextCLIP keeps its text tower under "text."; a Hugging Face text tower is not read.
@@ -337,12 +354,13 @@ RawArchive read_weights(const std::string& weights, std::map<std::string, at::Te
   }
   const Checker c{cfg, weights};
   const int64_t vision_heads = check_vision(vision, out, embed_dim, c);
-  out.lake_config["vision_heads"] = std::to_string(vision_heads);
+  out.lake_config["vision_heads"] = fmt::to_string(vision_heads);
   if (hf_text.empty()) {
-    out.lake_config["text_heads"] = std::to_string(check_text(text, out, embed_dim, c));
+    out.lake_config["text_heads"] = fmt::to_string(check_text(text, out, embed_dim, c));
   } else {
-    TORCH_WARN_ONCE(kWhat, " '", cfg, "': the text tower is the Hugging Face model ", hf_text,
-                    ", which LAKE does not compute; only the image tower is loaded");
+    TORCH_WARN_ONCE(fmt::format("{} '{}': the text tower is the Hugging Face model {}, which LAKE does not compute; "
+                                "only the image tower is loaded",
+                                kWhat, cfg, hf_text));
   }
   const json* qg = model.get("quick_gelu");
   if (qg && !qg->is_boolean()) model.fail("quick_gelu", "true or false");

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 
+#include "detail/format.h"
 #include "detail/normality_ops.h"
 #include "detail/strings.h"
 #include "lake/core/moments.h"
@@ -32,18 +33,20 @@ SensitivityScore parse_sensitivity_score(const std::string& name) {
   if (s == "normalized_variance" || s == "normalised_variance") return SensitivityScore::NormalizedVariance;
   if (s == "cv" || s == "coefficient_of_variation") return SensitivityScore::CoefficientOfVariation;
   if (s == "random") return SensitivityScore::Random;
-  TORCH_CHECK_VALUE(false, "unknown sensitivity score '", name,
-                    "': expected 'variance', 'normalized_variance', 'cv' or 'random'");
+  TORCH_CHECK_VALUE(false, fmt::format("unknown sensitivity score '{}': expected 'variance', "
+                                       "'normalized_variance', 'cv' or 'random'",
+                                       name));
 }
 
 void ChannelStats::update(const at::Tensor& tokens, const at::Tensor& mask) {
   TORCH_CHECK_VALUE(tokens.defined() && tokens.dim() >= 1 && at::isFloatingType(tokens.scalar_type()),
-                    "ChannelStats: expected floating (..., C) tokens, got ",
-                    tokens.defined() ? tokens.sizes() : at::IntArrayRef{}, " ",
-                    tokens.defined() ? tokens.scalar_type() : at::ScalarType::Undefined);
+                    fmt::format("ChannelStats: expected floating (..., C) tokens, got {} {}",
+                                tokens.defined() ? tokens.sizes() : at::IntArrayRef{},
+                                tokens.defined() ? tokens.scalar_type() : at::ScalarType::Undefined));
   auto x = tokens.reshape({-1, tokens.size(-1)});
-  TORCH_CHECK_VALUE(!mask.defined() || mask.numel() == x.size(0), "ChannelStats: expected a token mask of ",
-                    x.size(0), " entries (one per token), got ", mask.sizes());
+  TORCH_CHECK_VALUE(!mask.defined() || mask.numel() == x.size(0),
+                    fmt::format("ChannelStats: expected a token mask of {} entries (one per token), got {}",
+                                x.size(0), mask.sizes()));
   ops::Moments m = ops::channel_moments(x, mask.defined() ? mask.reshape({-1}) : mask);
   if (m.count == 0) return;
   ChannelStats batch;
@@ -61,8 +64,8 @@ void ChannelStats::merge(const ChannelStats& o) {
     m2 = o.m2.to(at::kCPU).clone();
     return;
   }
-  TORCH_CHECK_VALUE(o.channels() == channels(), "ChannelStats: cannot merge ", o.channels(), " channels into ",
-                    channels());
+  TORCH_CHECK_VALUE(o.channels() == channels(),
+                    fmt::format("ChannelStats: cannot merge {} channels into {}", o.channels(), channels()));
   // Chan et al.'s merge, the formula of every moments merge (lake/core/moments.h). New
   // tensors: copies of this ChannelStats (and Python) may hold the old ones.
   const auto b_mean = o.mean.to(at::kCPU, at::kDouble).contiguous(), b_m2 = o.m2.to(at::kCPU, at::kDouble).contiguous();
@@ -89,13 +92,14 @@ at::Tensor top_k_channels(const at::Tensor& scores, int64_t k) { return ops::top
 
 SensitivitySelector::SensitivitySelector(SelectorOptions options, ProbeKind kind)
     : options_(options), kind_(kind) {
-  TORCH_CHECK_VALUE(options_.k >= 1, "SensitivitySelector: k must be >= 1, got ", options_.k);
+  TORCH_CHECK_VALUE(options_.k >= 1, fmt::format("SensitivitySelector: k must be >= 1, got {}", options_.k));
 }
 
 void SensitivitySelector::update(int64_t layer, const at::Tensor& activations) {
   TORCH_CHECK_VALUE(activations.defined() && (activations.dim() == 3 || activations.dim() == 2),
-                    "SensitivitySelector.update: expected (B, N, C) or (T, C) activations for layer ", layer,
-                    ", got ", activations.defined() ? activations.sizes() : at::IntArrayRef{});
+                    fmt::format("SensitivitySelector.update: expected (B, N, C) or (T, C) activations for layer "
+                                "{}, got {}",
+                                layer, activations.defined() ? activations.sizes() : at::IntArrayRef{}));
   if (!raw_.count(layer)) order_.push_back(layer);
   raw_[layer].update(activations);
   if (options_.score == SensitivityScore::NormalizedVariance) {
@@ -106,7 +110,8 @@ void SensitivitySelector::update(int64_t layer, const at::Tensor& activations) {
 
 const ChannelStats& SensitivitySelector::stats(int64_t layer) const {
   auto it = raw_.find(layer);
-  TORCH_CHECK_VALUE(it != raw_.end(), "SensitivitySelector: no activations were given for layer ", layer);
+  TORCH_CHECK_VALUE(it != raw_.end(),
+                    fmt::format("SensitivitySelector: no activations were given for layer {}", layer));
   return it->second;
 }
 
@@ -122,8 +127,9 @@ namespace {
 // shuffle on std::mt19937_64, which is specified by the C++ standard, so the choice is
 // the same on every platform and LibTorch version.
 at::Tensor random_channels(int64_t channels, int64_t k, uint64_t seed, int64_t layer) {
-  TORCH_CHECK_VALUE(k >= 1 && k <= channels, "k = ", k, " neurons requested, but the layer has ", channels,
-                    " channels: expected 1 <= k <= ", channels);
+  TORCH_CHECK_VALUE(k >= 1 && k <= channels,
+                    fmt::format("k = {} neurons requested, but the layer has {} channels: expected 1 <= k <= {}",
+                                k, channels, channels));
   std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(layer));
   std::vector<int64_t> idx(static_cast<size_t>(channels));
   std::iota(idx.begin(), idx.end(), 0);
@@ -147,8 +153,9 @@ NeuronSet SensitivitySelector::select() const {
     const ChannelStats& st = raw_.at(layer);
     const int64_t c = st.channels();
     set.channels = c;
-    TORCH_CHECK_VALUE(options_.k <= c, "k = ", options_.k, " neurons requested, but layer ", layer, " has ", c,
-                      " channels: expected 1 <= k <= ", c);
+    TORCH_CHECK_VALUE(options_.k <= c,
+                      fmt::format("k = {} neurons requested, but layer {} has {} channels: expected 1 <= k <= {}",
+                                  options_.k, layer, c, c));
     at::Tensor var = st.variance();
     at::Tensor score;
     switch (options_.score) {

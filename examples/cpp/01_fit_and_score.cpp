@@ -50,7 +50,8 @@ std::vector<std::string> strings(const std::vector<fs::path>& files) {
 at::Tensor mask_for(const fs::path& cat, const std::string& defect, const fs::path& image, int64_t height,
                     int64_t width) {
   if (defect == "good") return at::zeros({height, width}, at::kBool);
-  for (const std::string& name : {image.stem().string() + "_mask.png", image.stem().string() + ".png"}) {
+  const std::string stem = image.stem().string();
+  for (const std::string& name : {fmt::format("{}_mask.png", stem), fmt::format("{}.png", stem)}) {
     const fs::path p = cat / "ground_truth" / defect / name;
     if (fs::exists(p)) {
       at::Tensor m = lake::read_mask(p.string());
@@ -82,7 +83,7 @@ int main(int argc, char** argv) {
     const std::string category = argc > 3 ? argv[3] : "grid";
     const int64_t shots = argc > 4 ? std::stoll(argv[4]) : 7;
     const int64_t image_size = argc > 5 ? std::stoll(argv[5]) : 0;
-    const std::string out = argc > 6 ? argv[6] : category + ".lake";
+    const std::string out = argc > 6 ? std::string(argv[6]) : fmt::format("{}.lake", category);
     const fs::path cat = fs::path(argv[2]) / category;
 
     lake::ClipModel clip = lake::load_clip(argv[1]);
