@@ -6,7 +6,7 @@
 // a CPU. `lake doctor` and `pylake.doctor()` call it; see docs/kernels.md.
 //
 //   lake::DoctorReport r = lake::doctor();
-//   std::cout << r.to_text();
+//   fmt::print("{}", r.to_text());
 //   return r.ok() ? 0 : 1;
 
 #include <cstdint>
