@@ -16,7 +16,7 @@ namespace lake {
 /// failure the temporary file is removed, an existing `path` is left byte for byte as it was,
 /// and a c10::Error names `what`, the file and the cause (ValueError when the temporary file
 /// cannot be created, e.g. a missing folder or no permission; Error when writing fails).
-/// The folder must exist. Defined in src/atomic_file.cpp (detail::write_file_atomically also
+/// The folder must exist. Defined in src/io/atomic_file.cpp (detail::write_file_atomically also
 /// takes a producer that writes in pieces).
 void write_file_atomically(const std::string& path, const void* data, size_t size, const char* what);
 
@@ -24,7 +24,7 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
 /// everything after (may hold '=', kept verbatim); a trailing '\r' is dropped; blank lines and
 /// lines starting with '#' are ignored; a later line wins over an earlier one with the same key.
 /// A line without '=' or with an empty key is a c10::Error "<source> line <n>: expected
-/// 'key=value', got '<line>'". Defined in src/clip_archive.cpp.
+/// 'key=value', got '<line>'". Defined in src/io/clip_archive.cpp.
 std::map<std::string, std::string> parse_key_values(const std::string& text, const std::string& source);
 
 }  // namespace lake

@@ -45,7 +45,7 @@ DTYPES = tuple(_C.save_clip_dtypes)  # lake::kSaveClipDtypes (lake/dtype.h): wha
 # --------------------------------------------------------------------------
 # The architecture (widths, layers, patch size, grid, embedding size, default heads, wrapper
 # prefixes, whether the activation is known) is inferred by C++ alone
-# (lake::clip_from_state_dict / lake::load_clip, src/clip_loader.cpp). What is here is what
+# (lake::clip_from_state_dict / lake::load_clip, src/io/clip_loader.cpp). What is here is what
 # only a live nn.Module knows and its state dict cannot say: the wrapper object around it, its
 # MLP activation class, its attention modules' head counts and its normalisation attributes.
 

@@ -44,7 +44,7 @@ std::map<std::string, at::Tensor> read_tensor_file(const std::string& path);
 /// True when some name is in transformers' CLIP layout (vision_model.*, text_model.*).
 bool has_transformers_names(const std::map<std::string, at::Tensor>& tensors);
 
-/// A transformers CLIP checkpoint (src/hf_checkpoint.cpp): `path` is its folder (config.json
+/// A transformers CLIP checkpoint (src/io/hf_checkpoint.cpp): `path` is its folder (config.json
 /// with model.safetensors, model.safetensors.index.json, pytorch_model.bin or its index) or
 /// one of its weight files. Tensors are mapped to the OpenAI names; config and shapes are
 /// cross-checked. Errors (ValueError) name the file.
@@ -62,11 +62,11 @@ RawArchive read_open_clip_hub(const std::string& weights, std::map<std::string, 
 /// True when `folder` holds an open_clip_config.json.
 bool has_open_clip_config(const std::string& folder);
 
-/// LAKE's one key=value parser (lake/files.h, defined in src/clip_archive.cpp): the v1
+/// LAKE's one key=value parser (lake/files.h, defined in src/io/clip_archive.cpp): the v1
 /// export's lake_config.txt, the fuzz harness, pylake (`_C.parse_key_values`).
 using ::lake::parse_key_values;
 
-// ---- what the names and shapes of a state dict say (src/clip_loader.cpp) ----------------
+// ---- what the names and shapes of a state dict say (src/io/clip_loader.cpp) ----------------
 // The one implementation of these rules: the archive readers (OpenAI, state dicts,
 // transformers, OpenCLIP hub) and clip_from_state_dict (pylake.export's in-memory modules
 // and state dicts) all call them.

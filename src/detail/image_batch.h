@@ -2,7 +2,7 @@
 // The check of a (B, 3, H, W) image batch, one rule for every entry point that takes one
 // (internal): ClipModel.encode_image / forward_vision, NeuronProbe, NormalityModel.fit /
 // score / calibrate / explain. The backbone adds its own rule on top (H and W multiples of
-// the patch size, src/clip_model.cpp).
+// the patch size, src/model/clip_model.cpp).
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>

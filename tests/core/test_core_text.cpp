@@ -5,7 +5,7 @@
 //  - UTF-8: CPython 3.11's bytes.decode("utf-8") (the code points, or the start offset of
 //    the UnicodeDecodeError) and bytes.decode("utf-8", errors="replace"), in a one-off run on
 //    exactly these byte strings.
-//  - The hash: digests printed by liblake's Hasher before it moved into the core (src/hash.cpp
+//  - The hash: digests printed by liblake's Hasher before it moved into the core (src/util/hash.cpp
 //    at commit 02bfdbb), which an independent Python re-implementation of the rule in
 //    lake/core/hash.h reproduced digit for digit. They are also the checksums every .lake
 //    file carries: changing one breaks the files already written.

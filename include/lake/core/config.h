@@ -2,7 +2,7 @@
 // The header-only core's configuration (include/lake/core/, docs/core.md).
 //
 // lake/core/*.h are ATen-free: templates and inline functions over raw memory that liblake's
-// ATen front ends (src/metrics.cpp) call and that a C++ user can include without LibTorch:
+// ATen front ends (src/eval/metrics.cpp) call and that a C++ user can include without LibTorch:
 //   g++ -std=c++17 -I <lake>/include my.cpp
 // The metric headers need only the standard library.
 //
