@@ -134,7 +134,11 @@ def _class(cls, name: str) -> Iterator[str]:
             continue
         if "__members__" in dir(cls) and (attr in ("name", "value") or attr in cls.__members__):
             continue
-        if isinstance(raw, property):
+        if attr == "__eq__":
+            # The bound lambdas return NotImplemented for another type, so their docstring says
+            # "-> object"; the stub keeps object's own signature, as typeshed does.
+            yield "    def __eq__(self, other: object, /) -> bool: ..."
+        elif isinstance(raw, property):
             yield from _property(attr, raw, "    ")
         elif isinstance(raw, staticmethod):
             yield from _function(raw.__func__, attr, "    ", static=True)
