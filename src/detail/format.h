@@ -22,8 +22,8 @@
 // a bool streams as "1" / "0", fmt writes "true" / "false". Use "{:g}" and int(b) to keep
 // the old text.
 //
-// liblake compiles against LibTorch's bundled fmt (12.x, header-only: FMT_HEADER_ONLY is set
-// on target lake); lake/core/*.h use only what fmt 9 has too.
+// liblake compiles against LibTorch's bundled fmt (12.x headers; its out-of-line functions are
+// compiled once, in src/detail/fmt_impl.cpp); lake/core/*.h use only what fmt 9 has too.
 
 #include <c10/core/Device.h>
 #include <c10/core/DeviceType.h>
