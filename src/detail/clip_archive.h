@@ -50,7 +50,7 @@ bool has_transformers_names(const std::map<std::string, at::Tensor>& tensors);
 /// cross-checked. Errors (ValueError) name the file.
 RawArchive read_transformers(const std::string& path);
 
-/// An OpenCLIP hub folder (src/open_clip_hub.cpp), as open_clip.push_to_hf_hub writes it:
+/// An OpenCLIP hub folder (src/io/open_clip_hub.cpp), as open_clip.push_to_hf_hub writes it:
 /// `path` is the folder (open_clip_config.json with open_clip_model.safetensors, else
 /// open_clip_pytorch_model.bin) or a weights file beside open_clip_config.json. Every
 /// model_cfg option is checked against what LAKE computes (others rejected by name) and

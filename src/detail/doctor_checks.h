@@ -51,11 +51,11 @@ struct DoctorCase {
   std::function<void(DoctorComparison&, c10::Device, const DoctorTap&)> run;
 };
 
-/// Every lake::ops kernel on small and edge-case inputs (src/doctor_checks.cpp).
+/// Every lake::ops kernel on small and edge-case inputs (src/doctor/doctor_checks.cpp).
 std::vector<DoctorCase> doctor_kernel_cases();
 /// Fit and score a tiny random-weight NormalityModel; the CPU rows against a reference
 /// pipeline, the CUDA rows against the CPU model. The cases share one lazily built context:
-/// call once per doctor run (src/doctor_model.cpp).
+/// call once per doctor run (src/doctor/doctor_model.cpp).
 std::vector<DoctorCase> doctor_model_cases();
 
 /// Naive references (CPU, float64), shared by the kernel and model checks.

@@ -23,7 +23,7 @@
 // the old text.
 //
 // liblake compiles against LibTorch's bundled fmt (12.x headers; its out-of-line functions are
-// compiled once, in src/detail/fmt_impl.cpp); lake/core/*.h use only what fmt 9 has too.
+// compiled once, in src/util/fmt_impl.cpp); lake/core/*.h use only what fmt 9 has too.
 
 #include <c10/core/Device.h>
 #include <c10/core/DeviceType.h>

@@ -16,7 +16,7 @@
 // FMT_HEADER_ONLY can never be mixed into one TU with the declarations.
 
 #ifdef FMT_HEADER_ONLY
-#error "src/detail/fmt_impl.cpp defines fmt's functions for liblake: build it without FMT_HEADER_ONLY"
+#error "src/util/fmt_impl.cpp defines fmt's functions for liblake: build it without FMT_HEADER_ONLY"
 #endif
 
 #include <fmt/format-inl.h>
