@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,3 +146,20 @@ def alternate_trees(child: str, args: Sequence[str], before: Optional[Path], pai
                 results[v].setdefault(name, []).append(value)
         print(f"pair {i + 1}/{pairs} done", flush=True)
     return results
+
+
+def print_call_table(results: Dict[str, Dict[str, List[float]]], names: Sequence[str], unit: str = "us per call") -> None:
+    """Print alternate_trees' results as two tables (median and minimum of the per-process
+    values; the minimum is the least disturbed by other load), with after - before and
+    after / before columns when both sides ran."""
+    variants = list(results)
+    both = "before" in results and "after" in results
+    for label, summary in (("median", statistics.median), ("min", min)):
+        print(f"\n{unit}, {label} of the per-process medians:")
+        print(f"{'call':<30}" + "".join(f"{v:>10}" for v in variants) + ("   after - before   after / before" if both else ""))
+        for n in names:
+            med = {v: summary(results[v][n]) if n in results[v] else None for v in variants}
+            row = f"{n:<30}" + "".join(f"{m:>10.2f}" if m is not None else f"{'':>10}" for m in med.values())
+            if both and med.get("before") is not None and med.get("after") is not None:
+                row += f"   {med['after'] - med['before']:+14.2f}   {med['after'] / med['before']:14.3f}"
+            print(row)

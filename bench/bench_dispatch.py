@@ -22,10 +22,9 @@ times `torch.ops.lake.*` from Python. Numbers, not assertions.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
-from _common import alternate_trees
+from _common import alternate_trees, print_call_table
 
 CHILD = r"""
 import json, sys, time
@@ -64,18 +63,8 @@ def main(argv=None) -> None:
     ap.add_argument("--calls", type=int, default=3000)
     a = ap.parse_args(argv)
     results = alternate_trees(CHILD, [a.calls], a.before, a.pairs, threads=1)
-    variants = list(results)
     names = sorted({n for r in results.values() for n in r}, key=lambda n: (n.startswith("torch"), n))
-    for label, summary in (("median", statistics.median), ("min", min)):
-        print(f"\nus per call, {label} of the per-process medians:")
-        print(f"{'call':<30}" + "".join(f"{v:>10}" for v in variants) + ("   after - before" if a.before else ""))
-        for n in names:
-            med = {v: summary(results[v][n]) if n in results[v] else None for v in variants}
-            row = f"{n:<30}" + "".join(f"{m:>10.2f}" if m is not None else f"{'':>10}" for m in med.values())
-            if a.before and med.get("before") is not None and med.get("after") is not None:
-                row += f"   {med['after'] - med['before']:+.2f}"
-            print(row)
-
+    print_call_table(results, names)
 
 if __name__ == "__main__":
     main()

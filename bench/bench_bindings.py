@@ -1,0 +1,67 @@
+"""Benchmark: the cost of the extension's glue (argument conversion, bound classes), small calls.
+
+    PYTHONPATH=python python bench/bench_bindings.py --before /tmp/lake_O3/python [--pairs 6] [--calls 20000]
+    PYTHONPATH=python python bench/bench_bindings.py            # this tree only
+
+pylake._C is compiled at -O1 in Release builds (CMakeLists.txt: it is glue; liblake, where the
+work is done, keeps -O3). This times calls where the glue is most of the cost, so that a
+slower extension would show:
+
+  NormalityOptions(k=50)        the keyword constructor of a bound options class
+  repr(options), options == o2  its field list walked from Python
+  parse_dtype("float16")        a string in, a torch.dtype out
+  upsample_blur (1, 4, 4)->8x8  a tensor call through the dispatcher, almost no arithmetic
+
+`--before DIR` names a folder holding another build's pylake package (DIR/pylake with its
+_C), e.g. a clone of this tree built with the extension at -O3. Fresh processes, one thread,
+alternating before / after (A B A B ...) `--pairs` times; each times `--calls` calls five
+times and keeps the median. Numbers, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from _common import alternate_trees, print_call_table
+
+CHILD = r"""
+import json, sys, time
+import torch, pylake
+from pylake import _C
+torch.set_num_threads(1); pylake.set_num_threads(1)
+calls = int(sys.argv[1])
+opts, other = _C.NormalityOptions(k=50), _C.NormalityOptions(k=50)
+maps = torch.rand(1, 4, 4, generator=torch.Generator().manual_seed(0))
+fns = {"NormalityOptions(k=50)": lambda: _C.NormalityOptions(k=50),
+       "repr(options)": lambda: repr(opts),
+       "options == other": lambda: opts == other,
+       "parse_dtype('float16')": lambda: _C.parse_dtype("float16"),
+       "upsample_blur 4x4 -> 8x8": lambda: _C.ops.upsample_blur(maps, 8, 8, 1.0)}
+out = {}
+for name, fn in fns.items():
+    for _ in range(500):
+        fn()
+    rounds = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        rounds.append((time.perf_counter() - t) / calls * 1e6)
+    out[name] = sorted(rounds)[2]
+print(json.dumps(out))
+"""
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", type=Path, help="a folder holding another build's pylake package (DIR/pylake)")
+    ap.add_argument("--pairs", type=int, default=6)
+    ap.add_argument("--calls", type=int, default=20000)
+    a = ap.parse_args(argv)
+    results = alternate_trees(CHILD, [a.calls], a.before, a.pairs, threads=1)
+    print_call_table(results, sorted({n for r in results.values() for n in r}))
+
+
+if __name__ == "__main__":
+    main()
