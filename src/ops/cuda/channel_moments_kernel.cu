@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <fmt/format.h>
 
 #include "ops/cuda/cuda_utils.cuh"
 #include "ops/kernels.h"
@@ -95,7 +96,7 @@ Moments channel_moments(const at::Tensor& tokens, const at::Tensor& mask) {
     out.m2.zero_();
     return out;
   }
-  TORCH_CHECK(C <= INT_MAX, "channel_moments (CUDA): at most ", INT_MAX, " channels, got ", C);
+  TORCH_CHECK(C <= INT_MAX, fmt::format("channel_moments (CUDA): at most {} channels, got {}", INT_MAX, C));
   const int64_t G = ceil_div<int64_t>(T, kMomentsBlock);
   auto counts = at::empty({G}, f64);
   auto means = at::empty({G, C}, f64);

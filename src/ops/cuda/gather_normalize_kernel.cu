@@ -13,6 +13,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cub/warp/warp_reduce.cuh>
+#include <fmt/format.h>
 
 #include "ops/cuda/cuda_utils.cuh"
 #include "ops/kernels.h"
@@ -56,7 +57,7 @@ at::Tensor gather_normalize(const at::Tensor& tokens, const at::Tensor& indices,
   auto out = at::empty({T, K}, tokens.options().dtype(at::kFloat));
   if (T == 0 || K == 0) return out;
   const auto blocks = ceil_div<int64_t>(T, kRowsPerBlock);
-  TORCH_CHECK(blocks <= int64_t{INT32_MAX}, "gather_normalize (CUDA): too many rows: ", T);
+  TORCH_CHECK(blocks <= int64_t{INT32_MAX}, fmt::format("gather_normalize (CUDA): too many rows: {}", T));
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, tokens.scalar_type(), "gather_normalize_cuda", [&] {
     gather_normalize_rows<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(

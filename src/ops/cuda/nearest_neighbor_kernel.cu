@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <fmt/format.h>
 
 #include "ops/cuda/cuda_utils.cuh"
 #include "ops/kernels.h"
@@ -144,10 +145,10 @@ NearestNeighbors nearest_neighbors(const at::Tensor& queries, const at::Tensor& 
   out.distance = at::empty({L, Q}, queries.options().dtype(at::kFloat));
   out.index = at::empty({L, Q}, queries.options().dtype(at::kLong));
   if (L == 0 || Q == 0) return out;
-  TORCH_CHECK(M < INT_MAX, "nearest_neighbors (CUDA): at most ", INT_MAX - 1, " gallery rows, got ", M);
-  TORCH_CHECK(L <= 65535, "nearest_neighbors (CUDA): at most 65535 layers, got ", L);
+  TORCH_CHECK(M < INT_MAX, fmt::format("nearest_neighbors (CUDA): at most {} gallery rows, got {}", INT_MAX - 1, M));
+  TORCH_CHECK(L <= 65535, fmt::format("nearest_neighbors (CUDA): at most 65535 layers, got {}", L));
   const int64_t qtiles = ceil_div<int64_t>(Q, kTileQ), mtiles = ceil_div<int64_t>(M, kTileM);
-  TORCH_CHECK(qtiles <= INT_MAX, "nearest_neighbors (CUDA): too many queries: ", Q);
+  TORCH_CHECK(qtiles <= INT_MAX, fmt::format("nearest_neighbors (CUDA): too many queries: {}", Q));
   auto stream = c10::cuda::getCurrentCUDAStream();
 
   auto keys = at::empty({L, Q}, queries.options().dtype(at::kLong));  // uint64 keys in int64 storage

@@ -16,6 +16,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include <climits>
+#include <fmt/format.h>
 
 #include "ops/cuda/cuda_utils.cuh"
 #include "ops/kernels.h"
@@ -49,7 +50,7 @@ at::Tensor top_k(const at::Tensor& scores, int64_t k) {
   const auto i64 = scores.options().dtype(at::kLong);
   auto out = at::empty({k}, i64);
   if (C == 0 || k <= 0) return out;  // ops.cpp guarantees 1 <= k <= C
-  TORCH_CHECK(C <= INT_MAX, "top_k (CUDA): at most ", INT_MAX, " scores are supported, got ", C);
+  TORCH_CHECK(C <= INT_MAX, fmt::format("top_k (CUDA): at most {} scores are supported, got {}", INT_MAX, C));
   const int n = static_cast<int>(C), kk = static_cast<int>(k);
   auto stream = c10::cuda::getCurrentCUDAStream();
 

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <fmt/format.h>
 
 #include "lake/core/resample.h"
 #include "ops/cuda/cuda_utils.cuh"
@@ -80,7 +81,7 @@ at::Tensor upsample_blur(const at::Tensor& maps, int64_t H, int64_t W, const at:
   if (total == 0 || h == 0 || w == 0) return out;
   const int64_t r = (taps_in.size(0) - 1) / 2;
   TORCH_CHECK(taps_in.size(0) == 2 * r + 1 && r <= std::min(H, W) - 1,
-              "upsample_blur (CUDA): expected 2 r + 1 taps with r < min(H, W), got ", taps_in.size(0));
+              fmt::format("upsample_blur (CUDA): expected 2 r + 1 taps with r < min(H, W), got {}", taps_in.size(0)));
 
   // float32 taps, as the CPU path; pinned so that the copy does not block the host.
   const auto taps64 = taps_in.to(at::kDouble).contiguous();
