@@ -128,6 +128,25 @@ def mb(nbytes: float) -> str:
     return f"{nbytes / 2**20:.1f} MiB"
 
 
+# The start of every child script given to alternate_trees: imports, and the one timing rule
+# (warm up, then five rounds of `calls` calls; the median round, per call, times `scale`).
+CHILD_TIMER = r"""
+import json, sys, time
+
+
+def median_per_call(fn, calls, warmup, scale):
+    for _ in range(warmup):
+        fn()
+    rounds = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        rounds.append((time.perf_counter() - t) / calls * scale)
+    return sorted(rounds)[2]
+"""
+
+
 def alternate_trees(child: str, args: Sequence[str], before: Optional[Path], pairs: int,
                     threads: int = 1) -> Dict[str, Dict[str, List[float]]]:
     """Run ``python -c child *args`` in fresh processes, alternating an older ``pylake``

@@ -23,10 +23,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import alternate_trees, print_call_table
+from _common import CHILD_TIMER, alternate_trees, print_call_table
 
-CHILD = r"""
-import json, sys, time
+CHILD = CHILD_TIMER + r"""
 import torch, pylake
 from pylake import _C
 torch.set_num_threads(1); pylake.set_num_threads(1)
@@ -40,15 +39,7 @@ fns = {"NormalityOptions(k=50)": lambda: _C.NormalityOptions(k=50),
        "upsample_blur 4x4 -> 8x8": lambda: _C.ops.upsample_blur(maps, 8, 8, 1.0)}
 out = {}
 for name, fn in fns.items():
-    for _ in range(500):
-        fn()
-    rounds = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rounds.append((time.perf_counter() - t) / calls * 1e6)
-    out[name] = sorted(rounds)[2]
+    out[name] = median_per_call(fn, calls, 500, 1e6)
 print(json.dumps(out))
 """
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import alternate_trees, print_call_table
+from _common import CHILD_TIMER, alternate_trees, print_call_table
 
-CHILD = r"""
-import json, sys, time
+CHILD = CHILD_TIMER + r"""
 import torch, pylake
 torch.set_num_threads(1); pylake.set_num_threads(1)
 calls = int(sys.argv[1])
@@ -43,15 +42,7 @@ if hasattr(torch.ops, "lake") and hasattr(torch.ops.lake, "upsample_blur"):
     fns["torch.ops nearest_neighbors"] = lambda: torch.ops.lake.nearest_neighbors(q, gal, 512, 0, 0)
 out = {}
 for name, fn in fns.items():  # grad mode on, as a caller gets by default
-    for _ in range(200):
-        fn()
-    rounds = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rounds.append((time.perf_counter() - t) / calls * 1e6)
-    out[name] = sorted(rounds)[2]
+    out[name] = median_per_call(fn, calls, 200, 1e6)
 print(json.dumps(out))
 """
 

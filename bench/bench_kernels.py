@@ -27,10 +27,9 @@ import argparse
 import statistics
 from pathlib import Path
 
-from _common import alternate_trees
+from _common import CHILD_TIMER, alternate_trees
 
-CHILD = r"""
-import json, sys, time
+CHILD = CHILD_TIMER + r"""
 import torch, pylake
 threads = int(sys.argv[1])
 torch.set_num_threads(threads); pylake.set_num_threads(threads)
@@ -55,15 +54,7 @@ fns = {
 out = {}
 with torch.inference_mode():
     for name, (fn, calls) in fns.items():
-        for _ in range(max(2, calls // 5)):
-            fn()
-        rounds = []
-        for _ in range(5):
-            t = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            rounds.append((time.perf_counter() - t) / calls * 1e3)
-        out[name] = sorted(rounds)[2]
+        out[name] = median_per_call(fn, calls, max(2, calls // 5), 1e3)
 print(json.dumps(out))
 """
 
