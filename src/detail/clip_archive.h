@@ -62,6 +62,12 @@ RawArchive read_open_clip_hub(const std::string& weights, std::map<std::string, 
 /// True when `folder` holds an open_clip_config.json.
 bool has_open_clip_config(const std::string& folder);
 
+/// The text of the three per-channel floats "mean" / "std" in `lake_config`: each value the
+/// shortest decimal that reads back as the same float32 ("0.48145466,0.4578275,0.40821073");
+/// build_clip reads it back (src/io/clip_loader.cpp). Written by save_clip and the OpenCLIP
+/// hub reader.
+std::string config_floats(const float* v);
+
 /// LAKE's one key=value parser (lake/files.h, defined in src/io/clip_archive.cpp): the v1
 /// export's lake_config.txt, the fuzz harness, pylake (`_C.parse_key_values`).
 using ::lake::parse_key_values;

@@ -5,8 +5,6 @@
 
 #include <ATen/ATen.h>
 
-#include <charconv>
-
 #include "lake/dtype.h"
 #include "detail/base64.h"
 #include "detail/clip_impl.h"
@@ -14,20 +12,6 @@
 
 namespace lake {
 namespace detail {
-namespace {
-
-// The shortest text that reads back as the same float32 ("0.48145466").
-std::string lake_export_float(float v) {
-  char buf[32];
-  auto res = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, res.ptr);
-}
-
-std::string lake_export_triple(const float* v) {
-  return fmt::format("{},{},{}", lake_export_float(v[0]), lake_export_float(v[1]), lake_export_float(v[2]));
-}
-
-}  // namespace
 
 bool is_lake_export(const std::map<std::string, std::string>& metadata) {
   auto it = metadata.find("format");
@@ -96,7 +80,7 @@ ClipModel clip_from_state_dict(std::map<std::string, at::Tensor> tensors, const 
     if (v->empty()) continue;
     TORCH_CHECK_VALUE(v->size() == 3,
                       fmt::format("clip_from_state_dict: image_{} must hold 3 values, got {}", key, v->size()));
-    raw.lake_config[key] = detail::lake_export_triple(v->data());  // read back by build_clip
+    raw.lake_config[key] = detail::config_floats(v->data());  // read back by build_clip
   }
   return detail::build_clip(std::move(raw), name, options);
 }
@@ -121,8 +105,8 @@ std::map<std::string, std::string> save_clip(const ClipModel& model, const std::
       {"text_width", fmt::to_string(c.text_width)},
       {"text_layers", fmt::to_string(c.text_layers)},
       {"text_heads", fmt::to_string(c.text_heads)},
-      {"mean", detail::lake_export_triple(c.image_mean)},
-      {"std", detail::lake_export_triple(c.image_std)},
+      {"mean", detail::config_floats(c.image_mean)},
+      {"std", detail::config_floats(c.image_std)},
       {"source", options.source},
   };
   const std::string& vocabulary = options.vocabulary.empty() ? model.impl().vocabulary : options.vocabulary;

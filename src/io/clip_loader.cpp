@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <sstream>  // std::istringstream: the mean/std triples
@@ -248,6 +249,16 @@ int64_t count_blocks(const std::map<std::string, at::Tensor>& tensors, const std
   int64_t n = 0;
   while (tensors.count(fmt::format("{}{}.attn.in_proj_weight", prefix, n))) ++n;
   return n;
+}
+
+std::string config_floats(const float* v) {
+  std::string out;
+  for (int i = 0; i < 3; ++i) {
+    char buf[32];
+    const auto res = std::to_chars(buf, buf + sizeof buf, v[i]);
+    out += fmt::format("{}{}", i ? "," : "", std::string_view(buf, static_cast<size_t>(res.ptr - buf)));
+  }
+  return out;
 }
 
 int64_t position_grid(int64_t rows) {

@@ -285,13 +285,13 @@ std::string channel_values(const Section& pp, const std::string& key, const floa
   } else {
     v.assign(dflt, dflt + 3);
   }
-  // {:.9g}: what a stream with precision 9 wrote (9 significant digits, shortest of fixed / exponent).
-  std::string out;
+  float f[3];
   for (size_t i = 0; i < 3; ++i) {
     if (key == "std" && !(v[i] > 0)) pp.fail(key, "positive numbers");
-    out += fmt::format("{}{:.9g}", i ? "," : "", v[i]);
+    f[i] = static_cast<float>(v[i]);  // the float32 that build_clip keeps
+    if (!std::isfinite(f[i])) pp.fail(key, "numbers within float32's range");
   }
-  return out;
+  return config_floats(f);
 }
 
 fs::path folder_of(const fs::path& p) { return p.has_parent_path() ? p.parent_path() : fs::path("."); }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -260,6 +261,39 @@ def test_config_disagrees_with_weights(folder, where, key, value, needle):
 def test_unsupported_option(folder, where, key, value, needle):
     _edit(folder, lambda c: (c[where] if where else c).__setitem__(key, value))
     _raises(folder, needle)
+
+
+def _edit_preprocess(folder: Path, key: str, value):
+    cfg = json.loads((folder / CONFIG).read_text())
+    cfg.setdefault("preprocess_cfg", {})[key] = value
+    (folder / CONFIG).write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("mean", [1e300, 0.5, 0.5], r"preprocess_cfg\.mean = \[1e\+300,0\.5,0\.5\], expected numbers within float32's range"),
+    ("std", [0.2, 0.0, 0.3], r"preprocess_cfg\.std = \[0\.2,0\.0,0\.3\], expected positive numbers"),
+    ("mean", "grey", r"preprocess_cfg\.mean = \"grey\", expected three numbers"),
+])
+def test_bad_normalisation_constants(folder, key, value, needle):
+    _edit_preprocess(folder, key, value)
+    _raises(folder, needle)
+
+
+def test_normalisation_constants_are_the_float32_of_the_json_numbers(folder):
+    # The config's doubles become float32 once (rounded to nearest), whatever their digits:
+    # the text the reader passes to build_clip must not round them a second time. `just_up`
+    # lies one double above the midpoint of two float32s: rounded once it is the upper one;
+    # rounded to 9 digits first ("0.100000005") it would fall to the lower one.
+    lo = torch.tensor(0.1, dtype=torch.float32)
+    hi = torch.nextafter(lo, torch.tensor(1.0))
+    just_up = math.nextafter((lo.item() + hi.item()) / 2, 1.0)
+    mean, std = [0.1, just_up, 1 / 3], [0.26862954, 2.5e-30, 123456.789]
+    _edit_preprocess(folder, "mean", mean)
+    _edit_preprocess(folder, "std", std)
+    c = pylake.load_clip(folder).config
+    assert list(c.image_mean) == torch.tensor(mean, dtype=torch.float32).tolist()
+    assert list(c.image_std) == torch.tensor(std, dtype=torch.float32).tolist()
+    assert c.image_mean[1] == hi.item()
 
 
 @pytest.mark.parametrize("where,key,value", [
