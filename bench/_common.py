@@ -6,6 +6,7 @@ run from a source tree as ``PYTHONPATH=python python bench/<script>.py``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -144,6 +145,11 @@ def median_per_call(fn, calls, warmup, scale):
             fn()
         rounds.append((time.perf_counter() - t) / calls * scale)
     return sorted(rounds)[2]
+
+
+# The child's last line: {name: median_per_call} as JSON, for alternate_trees.
+def print_medians(fns, calls, warmup, scale):
+    print(json.dumps({name: median_per_call(fn, calls, warmup, scale) for name, fn in fns.items()}))
 """
 
 
@@ -182,3 +188,17 @@ def print_call_table(results: Dict[str, Dict[str, List[float]]], names: Sequence
             if both and med.get("before") is not None and med.get("after") is not None:
                 row += f"   {med['after'] - med['before']:+14.2f}   {med['after'] / med['before']:14.3f}"
             print(row)
+
+
+def call_bench_main(doc: str, child: str, calls: int, argv: Optional[Sequence[str]] = None,
+                    order: Optional[Callable[[str], object]] = None) -> None:
+    """The command line of a per-call benchmark (bench_dispatch, bench_bindings): --before DIR,
+    --pairs, --calls; runs `child` (which takes the call count) in alternating one-thread
+    processes and prints print_call_table, rows sorted by `order` (default: by name)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", type=Path, help="a folder holding another build's pylake package (DIR/pylake)")
+    ap.add_argument("--pairs", type=int, default=6)
+    ap.add_argument("--calls", type=int, default=calls)
+    a = ap.parse_args(argv)
+    results = alternate_trees(child, [a.calls], a.before, a.pairs, threads=1)
+    print_call_table(results, sorted({n for r in results.values() for n in r}, key=order))

@@ -20,10 +20,7 @@ times and keeps the median. Numbers, not assertions.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from _common import CHILD_TIMER, alternate_trees, print_call_table
+from _common import CHILD_TIMER, call_bench_main
 
 CHILD = CHILD_TIMER + r"""
 import torch, pylake
@@ -37,21 +34,12 @@ fns = {"NormalityOptions(k=50)": lambda: _C.NormalityOptions(k=50),
        "options == other": lambda: opts == other,
        "parse_dtype('float16')": lambda: _C.parse_dtype("float16"),
        "upsample_blur 4x4 -> 8x8": lambda: _C.ops.upsample_blur(maps, 8, 8, 1.0)}
-out = {}
-for name, fn in fns.items():
-    out[name] = median_per_call(fn, calls, 500, 1e6)
-print(json.dumps(out))
+print_medians(fns, calls, 500, 1e6)
 """
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", type=Path, help="a folder holding another build's pylake package (DIR/pylake)")
-    ap.add_argument("--pairs", type=int, default=6)
-    ap.add_argument("--calls", type=int, default=20000)
-    a = ap.parse_args(argv)
-    results = alternate_trees(CHILD, [a.calls], a.before, a.pairs, threads=1)
-    print_call_table(results, sorted({n for r in results.values() for n in r}))
+    call_bench_main(__doc__, CHILD, calls=20000, argv=argv)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,7 @@ times `torch.ops.lake.*` from Python. Numbers, not assertions.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from _common import CHILD_TIMER, alternate_trees, print_call_table
+from _common import CHILD_TIMER, call_bench_main
 
 CHILD = CHILD_TIMER + r"""
 import torch, pylake
@@ -40,22 +37,13 @@ fns = {"upsample_blur": lambda: C.upsample_blur(maps, 8, 8, 1.0),
 if hasattr(torch.ops, "lake") and hasattr(torch.ops.lake, "upsample_blur"):
     fns["torch.ops upsample_blur"] = lambda: torch.ops.lake.upsample_blur(maps, 8, 8, 1.0)
     fns["torch.ops nearest_neighbors"] = lambda: torch.ops.lake.nearest_neighbors(q, gal, 512, 0, 0)
-out = {}
-for name, fn in fns.items():  # grad mode on, as a caller gets by default
-    out[name] = median_per_call(fn, calls, 200, 1e6)
-print(json.dumps(out))
+print_medians(fns, calls, 200, 1e6)  # grad mode on, as a caller gets by default
 """
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", type=Path, help="a folder holding an older pylake package (DIR/pylake)")
-    ap.add_argument("--pairs", type=int, default=6)
-    ap.add_argument("--calls", type=int, default=3000)
-    a = ap.parse_args(argv)
-    results = alternate_trees(CHILD, [a.calls], a.before, a.pairs, threads=1)
-    names = sorted({n for r in results.values() for n in r}, key=lambda n: (n.startswith("torch"), n))
-    print_call_table(results, names)
+    call_bench_main(__doc__, CHILD, calls=3000, argv=argv, order=lambda n: (n.startswith("torch"), n))
+
 
 if __name__ == "__main__":
     main()
